@@ -1,0 +1,34 @@
+"""Builds the review graph: fetch -> plan -> review groups in parallel -> collect -> summarize."""
+
+from __future__ import annotations
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import RetryPolicy
+
+from graph import nodes
+from graph.context import ReviewContext
+from graph.state import ReviewState
+from prreview.errors import GitHubTransient, LLMBadOutput
+
+# Transient faults are retried by the clients themselves; a node retries what a fresh attempt
+# can fix (malformed model output, GitHub flakiness that outlasted the client's own retries).
+TRANSIENT = RetryPolicy(max_attempts=2, initial_interval=1.0,
+                        retry_on=lambda exc: isinstance(exc, GitHubTransient | LLMBadOutput))
+
+
+def build_review_graph(checkpointer: BaseCheckpointSaver | None) -> CompiledStateGraph:
+    builder = StateGraph(ReviewState, context_schema=ReviewContext)
+    builder.add_node("fetch_pr", nodes.fetch_pr, retry_policy=TRANSIENT)
+    builder.add_node("plan", nodes.plan)
+    builder.add_node("review_group", nodes.review_group, retry_policy=TRANSIENT)
+    builder.add_node("collect", nodes.collect)
+    builder.add_node("summarize", nodes.summarize, retry_policy=TRANSIENT)
+    builder.add_edge(START, "fetch_pr")
+    builder.add_edge("fetch_pr", "plan")
+    builder.add_conditional_edges("plan", nodes.fan_out, ["review_group", "collect"])
+    builder.add_edge("review_group", "collect")
+    builder.add_edge("collect", "summarize")
+    builder.add_edge("summarize", END)
+    return builder.compile(checkpointer=checkpointer)

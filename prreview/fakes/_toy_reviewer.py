@@ -1,0 +1,281 @@
+"""The scripted LLM's default answers: a deterministic toy reviewer, so end-to-end runs without a
+real model still produce real findings, a summary and a verdict.
+
+It reads the agent's prompt format (`<pr_file path="...">` blocks whose lines are tagged
+`R<new line>` / `L<old line>`), flags added lines that match a few well-known defect patterns,
+and shapes every answer to the JSON schema the request names.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+MAX_FINDINGS = 8
+SEVERITIES = ("critical", "major", "minor", "nit")
+
+_FILE_BLOCK = re.compile(r'<pr_file\s+path="([^"]*)"[^>]*>(.*?)</pr_file>', re.S)
+_ADDED_LINE = re.compile(r"^R(\d+)\s*\+ \| (.*)$", re.M)
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: re.Pattern[str]
+    severity: str
+    category: str
+    title: str
+    body: str
+    suggestion: str | None = None
+    also: re.Pattern[str] | None = None  # a second pattern the line must match too
+
+    def matches(self, text: str) -> bool:
+        return bool(self.pattern.search(text)) and (self.also is None or bool(self.also.search(text)))
+
+
+_SQL_KEYWORDS = re.compile(r"\b(SELECT\b.*\bFROM|INSERT\s+INTO|UPDATE\b.*\bSET|DELETE\s+FROM)\b", re.I)
+
+RULES: tuple[Rule, ...] = (
+    Rule(re.compile(r"""(?<![\w])f["']|\.format\(|["']\s*%\s*[\w(]|["']\s*\+\s*\w"""), "critical", "security",
+         "SQL built by string formatting (injection)",
+         "The query text is assembled from values with string formatting, so a crafted value can "
+         "change the SQL that runs. Pass the values as bound parameters instead.",
+         "Use placeholders ($1, %s) and pass the values as query arguments.", also=_SQL_KEYWORDS),
+    Rule(re.compile(r"(?<![\w.])(eval|exec)\s*\("), "critical", "security",
+         "eval/exec of untrusted input",
+         "Evaluating text as Python runs whatever the caller sends: remote code execution. Parse "
+         "the data with a safe parser instead.",
+         "Use json.loads() (or ast.literal_eval for literals) and validate the result."),
+    Rule(re.compile(r"""(?i)\w*(api[_-]?key|secret|passw(or)?d|token|private[_-]?key)\w*\s*[:=]\s*["'][^"'\s]{6,}["']"""),
+         "critical", "security", "Hard-coded secret",
+         "A credential is committed in the source: it leaks to everyone with read access and "
+         "cannot be rotated without a deploy. Read it from the environment or a secret store.",
+         'os.environ["NAME"]'),
+    Rule(re.compile(r"^\s*except\s*:"), "major", "error-handling", "Bare except swallows every error",
+         "A bare `except:` also catches KeyboardInterrupt, SystemExit and programming errors, and "
+         "hides the failure from callers and logs.",
+         "Catch the specific exception you expect and log or re-raise it."),
+    Rule(re.compile(r"(?i)\bpage\s*\*\s*\w*(size|limit|per_page)\b"), "major", "correctness",
+         "Off-by-one in pagination offset",
+         "With 1-based pages, `page * size` skips the whole first page; the offset should be "
+         "`(page - 1) * size`.",
+         "offset = (page - 1) * page_size"),
+    Rule(re.compile(r"^\s*asyncio\.(sleep|gather|wait_for|wait|shield)\("), "major", "concurrency",
+         "Coroutine is never awaited",
+         "Calling a coroutine function without `await` only creates the coroutine: nothing runs "
+         "and Python warns 'coroutine was never awaited'.",
+         "Add `await` before the call."),
+    Rule(re.compile(r"^\s*\w+\s*=\s*open\("), "major", "resource-leak", "File handle is never closed",
+         "The file is opened without a context manager, so it stays open if anything raises.",
+         "Use `with open(...) as f:`."),
+    Rule(re.compile(r"^\s*print\("), "minor", "maintainability", "Debug print left in",
+         "print() bypasses the logging configuration and clutters stdout in production.",
+         "Use the module logger."),
+    Rule(re.compile(r"\b(TODO|FIXME|XXX)\b"), "nit", "maintainability", "Unresolved TODO",
+         "A TODO in new code tends to stay; track it in an issue or resolve it before merging.", None),
+)
+
+
+def parse_pr_files(text: str) -> list[tuple[str, list[tuple[int, str]]]]:
+    """(path, [(new line number, text) of each added line]) for every <pr_file> block."""
+    return [(html.unescape(path), [(int(n), line) for n, line in _ADDED_LINE.findall(body)])
+            for path, body in _FILE_BLOCK.findall(text)]
+
+
+def review_findings(text: str, limit: int = MAX_FINDINGS) -> list[dict[str, Any]]:
+    findings: list[dict[str, Any]] = []
+    for path, added in parse_pr_files(text):
+        for line, code in added:
+            rule = next((r for r in RULES if r.matches(code)), None)
+            if rule is None:
+                continue
+            findings.append({"path": path, "line": line, "end_line": None, "side": "RIGHT",
+                             "severity": rule.severity, "category": rule.category, "title": rule.title,
+                             "body": rule.body, "suggestion": rule.suggestion})
+    findings.sort(key=lambda f: SEVERITIES.index(f["severity"]))  # stable: file order within a severity
+    return findings[:limit]
+
+
+_SEVERITY_MARKERS = (
+    re.compile(r"""(?i)["']?severity["']?\s*[:=]\s*["']?(critical|major|minor|nit)\b"""),
+    re.compile(r"(?im)^\s*[-*]\s*\[(critical|major|minor|nit)\]"),
+)
+
+
+def summarize(text: str) -> dict[str, Any]:
+    counts: Counter[str] = Counter()
+    for marker in _SEVERITY_MARKERS:
+        counts.update(m.lower() for m in marker.findall(text))
+    total = sum(counts.values())
+    if counts["critical"] or counts["major"]:
+        verdict = "request_changes"
+    elif total:
+        verdict = "comment"
+    else:
+        verdict = "approve"
+    if not total:
+        return {"summary": "No issues found in the changed lines. The change looks ready to merge.",
+                "verdict": verdict}
+    parts = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts[s])
+    advice = ("The critical and major issues should be fixed before merging."
+              if verdict == "request_changes" else "None of them blocks the merge.")
+    return {"summary": f"Found {total} issue{'s' if total != 1 else ''} ({parts}). {advice}", "verdict": verdict}
+
+
+def _message_text(request: dict[str, Any], role: str | None = None) -> str:
+    parts: list[str] = []
+    for message in request.get("messages") or []:
+        if not isinstance(message, dict) or (role and message.get("role") != role):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts += [p.get("text", "") for p in content if isinstance(p, dict)]
+    return "\n".join(parts)
+
+
+def all_message_text(request: dict[str, Any]) -> str:
+    return _message_text(request)
+
+
+def default_responder(request: dict[str, Any]) -> dict[str, Any] | str:
+    """The default answer to a chat request (see the module docstring)."""
+    response_format = request.get("response_format") or {}
+    spec = response_format.get("json_schema") or {}
+    name = spec.get("name")
+    schema = spec.get("schema")
+    user_text = _message_text(request, "user")
+    if name == "group_review":
+        answer: Any = {"findings": review_findings(user_text)}
+    elif name == "review_summary":
+        answer = summarize(user_text)
+    elif isinstance(schema, dict):
+        answer = minimal_instance(schema, schema)
+    elif response_format.get("type") == "json_object":
+        answer = {"text": "ok"}
+    else:
+        return "ok"
+    return conform(answer, schema, schema) if isinstance(schema, dict) else answer
+
+
+# --- fitting an answer to the request's JSON schema ---------------------------------------------
+# Enough of JSON Schema for what pydantic and hand-written schemas use: $ref into $defs,
+# anyOf/oneOf (nullable fields), type lists, enum/const, properties/required/additionalProperties,
+# items/maxItems, maxLength, minimum/maximum.
+
+def _resolve(schema: Any, root: dict[str, Any]) -> dict[str, Any]:
+    while isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
+        node: Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node.get(part, {}) if part and isinstance(node, dict) else node
+        schema = {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema if isinstance(schema, dict) else {}
+
+
+def _types(schema: dict[str, Any]) -> list[str]:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return kind
+    if isinstance(kind, str):
+        return [kind]
+    if "properties" in schema:
+        return ["object"]
+    if "items" in schema:
+        return ["array"]
+    return []
+
+
+def _fits(value: Any, kind: str) -> bool:
+    return {"null": value is None, "object": isinstance(value, dict), "array": isinstance(value, list),
+            "string": isinstance(value, str), "boolean": isinstance(value, bool),
+            "integer": isinstance(value, int) and not isinstance(value, bool),
+            "number": isinstance(value, int | float) and not isinstance(value, bool)}.get(kind, False)
+
+
+def minimal_instance(schema: Any, root: dict[str, Any]) -> Any:
+    """A small valid value of `schema` ("ok" for strings)."""
+    schema = _resolve(schema, root)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            branches = [_resolve(b, root) for b in schema[key]]
+            return minimal_instance(next((b for b in branches if "null" not in _types(b)), branches[0]), root)
+    kinds = _types(schema) or ["object"]
+    kind = next((k for k in kinds if k != "null"), "null")
+    if kind == "object":
+        props = schema.get("properties") or {}
+        if not props:
+            return {"text": "ok"}
+        return {k: minimal_instance(props[k], root) for k in schema.get("required", []) if k in props}
+    if kind == "array":
+        return [minimal_instance(schema.get("items", {}), root)
+                for _ in range(schema.get("minItems", 0))]
+    if kind == "string":
+        return "ok"[: schema.get("maxLength", 2)].ljust(schema.get("minLength", 0), "k")
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 0)
+    return False if kind == "boolean" else None
+
+
+def conform(value: Any, schema: Any, root: dict[str, Any]) -> Any:
+    """`value` bent to fit `schema`: unknown keys dropped when forbidden, missing required keys
+    filled, strings cut to maxLength, arrays to maxItems, numbers clamped, enums snapped."""
+    schema = _resolve(schema, root)
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            branches = [_resolve(b, root) for b in schema[key]]
+            fitting = [b for b in branches if any(_fits(value, k) for k in _types(b))]
+            return conform(value, (fitting or branches)[0], root) if fitting else minimal_instance(schema, root)
+    if schema.get("enum"):
+        enum = schema["enum"]
+        if value in enum:
+            return value
+        return next((v for v in ("other", "general", "comment") if v in enum), enum[0])
+    kinds = _types(schema)
+    if kinds and not any(_fits(value, k) for k in kinds):
+        if "string" in kinds and value is not None:
+            value = json.dumps(value) if not isinstance(value, str) else value
+        else:
+            return minimal_instance(schema, root)
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        extra = schema.get("additionalProperties", True)
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key in props:
+                sub = _resolve(props[key], root)
+                if item is None and key not in schema.get("required", []) and not _allows_null(sub, root):
+                    continue
+                out[key] = conform(item, sub, root)
+            elif extra is not False:
+                out[key] = item
+        for key in schema.get("required", []):
+            if key not in out and key in props:
+                out[key] = minimal_instance(props[key], root)
+        return out
+    if isinstance(value, list):
+        items = value[: schema["maxItems"]] if "maxItems" in schema else value
+        return [conform(item, schema.get("items", {}), root) for item in items]
+    if isinstance(value, str) and "maxLength" in schema:
+        return value[: schema["maxLength"]]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in schema:
+            value = max(value, schema["minimum"])
+        if "maximum" in schema:
+            value = min(value, schema["maximum"])
+    return value
+
+
+def _allows_null(schema: dict[str, Any], root: dict[str, Any]) -> bool:
+    if "null" in _types(schema):
+        return True
+    return any("null" in _types(_resolve(b, root)) for key in ("anyOf", "oneOf") for b in schema.get(key, []))

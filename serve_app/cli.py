@@ -1,0 +1,158 @@
+"""`pr-review`: run the service, and talk to it (submit, status, watch, cancel, batch, demo)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+
+from prreview.config import load_settings
+from serve_app.client import APIError, Client
+from serve_app.markdown import review_markdown
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Self-hosted AI reviews of GitHub pull requests on Ray Serve.")
+cluster_app = typer.Typer(no_args_is_help=True, help="Kubernetes manifests (cluster/).")
+app.add_typer(cluster_app, name="cluster")
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def client() -> Client:
+    return Client(load_settings().api_url)
+
+
+def describe(event: dict[str, Any]) -> str:
+    kind = event.get("kind", "")
+    if kind == "queued":
+        return "queued"
+    if kind == "started":
+        return f"started (attempt {event.get('attempt')})"
+    if kind == "step":
+        return f"step: {event.get('step')}"
+    if kind == "fetched":
+        return f"fetched PR at {str(event.get('head_sha'))[:12]}: {event.get('files')} file(s)"
+    if kind == "planned":
+        return f"planned {event.get('groups')} group(s); {len(event.get('skipped') or [])} file(s) skipped"
+    if kind == "group_done":
+        return f"reviewed {', '.join(event.get('paths') or [])}: {event.get('findings')} finding(s)"
+    if kind == "requeued":
+        return f"re-queued: {event.get('reason')}"
+    if kind == "failed":
+        error = event.get("error") or {}
+        return f"failed: {error.get('message', '')} ({error.get('code')})"
+    return kind
+
+
+def follow(api: Client, review_id: str) -> dict[str, Any]:
+    """Print live progress until the review ends; returns the final resource."""
+    for event in api.events(review_id):
+        console.print(f"[dim]{event.get('at', '')[11:19]}[/dim] {describe(event)}", highlight=False)
+    return api.get(review_id)
+
+
+def finish(job: dict[str, Any]) -> None:
+    console.print(Markdown(review_markdown(job)))
+    if job["status"] != "succeeded":
+        error = job.get("error") or {}
+        fail(f"review {job['status']}: {error.get('message', 'no detail')}")
+
+
+@app.command()
+def serve() -> None:
+    """Start the database (embedded unless DATABASE_URL), Ray and the Serve apps; foreground."""
+    from serve_app.local import LocalStack
+
+    stack = LocalStack(load_settings())
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stack.start()
+        console.print(f"pr-review is serving on {stack.settings.api_url}  (Ray dashboard: http://127.0.0.1:8265)")
+        stop.wait()
+    finally:
+        console.print("stopping...")
+        stack.stop()
+
+
+@app.command()
+def submit(pr_url: str, wait: bool = typer.Option(False, "--wait", help="follow progress to the end"),
+           post: bool = typer.Option(False, "--post", help="publish the review on GitHub")) -> None:
+    """Queue a review of PR_URL and print its id."""
+    with client() as api:
+        try:
+            job = api.submit(pr_url, {"post": post} if post else None)
+            console.print(job["id"] if not wait else f"review {job['id']} ({job['status']})", highlight=False)
+            if wait:
+                finish(follow(api, job["id"]))
+        except APIError as exc:
+            fail(exc.message)
+
+
+@app.command()
+def status(review_id: str = typer.Argument(None, help="a review id; none: the cluster summary")) -> None:
+    """A review's state, or the cluster's queue summary."""
+    with client() as api:
+        try:
+            if review_id:
+                job = api.get(review_id)
+                progress, usage = job["progress"], job["usage"]
+                console.print(f"{job['id']}  {job['status']}  {job['repo']}#{job['number']}  step={progress['step']} "
+                              f"files={progress['files_done']}/{progress['files_total']}  attempts={job['attempts']}  "
+                              f"llm_calls={usage['llm_calls']}", highlight=False)
+                if job["status"] in ("succeeded", "failed", "cancelled"):
+                    console.print(Markdown(review_markdown(job)))
+            else:
+                ready = api.ready()
+                console.print(f"queued={ready['queued']} running={ready['running']}", highlight=False)
+        except APIError as exc:
+            fail(exc.message)
+
+
+@app.command()
+def watch(review_id: str) -> None:
+    """Follow a review's progress live, then print it."""
+    with client() as api:
+        try:
+            finish(follow(api, review_id))
+        except APIError as exc:
+            fail(exc.message)
+
+
+@app.command()
+def cancel(review_id: str) -> None:
+    """Cancel a queued or running review; its LLM calls stop."""
+    with client() as api:
+        try:
+            job = api.cancel(review_id)
+            console.print(f"{job['id']} {job['status']} (cancel requested)", highlight=False)
+        except APIError as exc:
+            fail(exc.message)
+
+
+@app.command()
+def demo(keep_serving: bool = typer.Option(None, "--keep-serving/--exit",
+                                           help="stay up after the review (default: when run in a terminal)")) -> None:
+    """Everything locally: embedded Postgres, Ray, the apps, a GitHub-shaped server with a sample PR."""
+    from serve_app.demo import run_demo
+
+    run_demo(console, keep_serving=sys.stdin.isatty() if keep_serving is None else keep_serving)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""HTTP client of the pr-review API, used by the CLI's client commands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+from prreview.models import TERMINAL_STATUSES
+
+
+class APIError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code}, HTTP {status})")
+        self.status, self.code, self.message = status, code, message
+
+
+class Client:
+    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _json(self, response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                raise APIError(response.status_code, error["code"], error["message"])
+            except (ValueError, KeyError, TypeError):
+                raise APIError(response.status_code, "http_error", response.text[:200]) from None
+        return response.json()
+
+    def submit(self, pr_url: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._json(self._http.post("/v1/reviews", json={"pr_url": pr_url, "options": options or {}}))
+
+    def get(self, review_id: str) -> dict[str, Any]:
+        return self._json(self._http.get(f"/v1/reviews/{review_id}"))
+
+    def cancel(self, review_id: str) -> dict[str, Any]:
+        return self._json(self._http.delete(f"/v1/reviews/{review_id}"))
+
+    def list(self, status: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        return self._json(self._http.get("/v1/reviews", params=params))["items"]
+
+    def submit_batch(self, pr_urls: list[str], options: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._json(self._http.post("/v1/batches", json={"pr_urls": pr_urls, "options": options or {}}))
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        return self._json(self._http.get(f"/v1/batches/{batch_id}"))
+
+    def ready(self) -> dict[str, Any]:
+        return self._json(self._http.get("/readyz"))
+
+    def events(self, review_id: str, last_event_id: str | None = None) -> Iterator[dict[str, Any]]:
+        """Progress events until the terminal one; reconnects from the last id if the stream drops."""
+        last = last_event_id
+        while True:
+            headers = {"Last-Event-ID": last} if last else {}
+            try:
+                with connect_sse(self._http, "GET", f"/v1/reviews/{review_id}/events", headers=headers,
+                                 timeout=httpx.Timeout(30, read=60)) as source:
+                    if source.response.status_code >= 400:
+                        source.response.read()
+                        self._json(source.response)
+                    for sse in source.iter_sse():
+                        if not sse.data:
+                            continue
+                        last = sse.id or last
+                        event = json.loads(sse.data)
+                        yield event
+                        if event.get("kind") in TERMINAL_STATUSES:
+                            return
+            except (httpx.ReadTimeout, httpx.RemoteProtocolError):
+                continue
+            if self.get(review_id)["status"] in TERMINAL_STATUSES:
+                return

@@ -1,0 +1,85 @@
+"""`pr-review serve` on one machine: the database, a local Ray cluster, and the Serve apps."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from prreview.config import Settings
+from prreview.db import migrate, resolve_database_url
+from serve_app.serve_config import DEFAULT_PATH, load_apps
+
+log = logging.getLogger(__name__)
+
+# Agents mostly wait on the LLM: give Ray more logical CPUs than cores so replicas get placed.
+LOCAL_LOGICAL_CPUS = 16
+
+
+def setup_database(settings: Settings) -> str:
+    """Resolve the database (starting the embedded one if needed), migrate it, and make every
+    process started from here on (Ray workers included) see it as DATABASE_URL."""
+    url = resolve_database_url(settings)
+    os.environ["DATABASE_URL"] = url
+    migrate(url)
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    with PostgresSaver.from_conn_string(url) as saver:
+        saver.setup()
+    return url
+
+
+@dataclass
+class LocalStack:
+    settings: Settings
+    config_path: Path = DEFAULT_PATH
+    with_llm_app: bool = True
+    started: list[str] = field(default_factory=list)
+
+    def start(self, *, wait_ready_s: float = 180.0) -> None:
+        import ray
+        from ray import serve
+
+        setup_database(self.settings)
+        self.settings = self.settings.model_copy(update={"database_url": os.environ["DATABASE_URL"]})
+        ray.init(num_cpus=LOCAL_LOGICAL_CPUS, include_dashboard=True, dashboard_host="127.0.0.1",
+                 namespace="pr-review", logging_level=logging.WARNING, log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": self.settings.http_port})
+        apps = load_apps(self.config_path)
+        if self.with_llm_app and not self.settings.llm_base_url:
+            llm = apps["llm"]
+            serve.run(llm.builder()(llm.args), name=llm.name, route_prefix=llm.route_prefix, blocking=False)
+            self.started.append(llm.name)
+        reviews = apps["reviews"]
+        serve.run(reviews.builder()(reviews.args, reviews.deployments), name=reviews.name,
+                  route_prefix=reviews.route_prefix, blocking=False)
+        self.started.append(reviews.name)
+        self.wait_ready(wait_ready_s)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"{self.settings.api_url}/readyz", timeout=15)
+                if response.status_code == 200:
+                    return
+                last = response.text
+            except httpx.HTTPError as exc:
+                last = str(exc)
+            time.sleep(0.5)
+        raise RuntimeError(f"pr-review did not become ready within {timeout_s:.0f} s: {last}")
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        if ray.is_initialized():
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
