@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = Field(default=None, validation_alias=_env("LLM_API_KEY"))
     http_port: int = Field(default=8000, ge=1, le=65535, validation_alias=_env("PR_REVIEW_HTTP_PORT"))
     api_url_override: str | None = Field(default=None, validation_alias=_env("PR_REVIEW_API_URL"))
+    dashboard_port: int = Field(default=8265, ge=1, le=65535, description="Ray dashboard port (local runs)")
 
     # --- LLM calls: bounded, counted, cancellable -------------------------------------------
     llm_timeout_s: float = Field(default=120.0, gt=0, description="per LLM call, seconds")

@@ -79,7 +79,7 @@ def serve() -> None:
         signal.signal(sig, lambda *_: stop.set())
     try:
         stack.start()
-        console.print(f"pr-review is serving on {stack.settings.api_url}  (Ray dashboard: http://127.0.0.1:8265)")
+        console.print(f"pr-review is serving on {stack.settings.api_url}  (Ray dashboard: {stack.dashboard_url})")
         stop.wait()
     finally:
         console.print("stopping...")
@@ -148,6 +148,15 @@ def demo(keep_serving: bool = typer.Option(None, "--keep-serving/--exit",
     from serve_app.demo import run_demo
 
     run_demo(console, keep_serving=sys.stdin.isatty() if keep_serving is None else keep_serving)
+
+
+@cluster_app.command("render")
+def cluster_render(check: bool = typer.Option(False, "--check", help="exit 1 if cluster/ drifted from "
+                                                                    "serve_config.yaml")) -> None:
+    """Render serve_config.yaml into the RayService overlays (one source of truth)."""
+    from serve_app import cluster_render as render
+
+    raise typer.Exit(render.main(["--check"] if check else []))
 
 
 def main() -> None:

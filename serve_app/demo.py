@@ -39,7 +39,7 @@ def run_demo(console: Console, *, keep_serving: bool) -> None:
     console.print("starting: embedded PostgreSQL, Ray, the Serve apps (about a minute on 2 cores)...")
     try:
         stack.start()
-        console.print(f"API: {settings.api_url}   Ray dashboard: http://127.0.0.1:8265")
+        console.print(f"API: {settings.api_url}   Ray dashboard: {stack.dashboard_url}")
         console.print(f"reviewing the sample PR {pr_url} (served by a local GitHub-shaped server)")
         with Client(settings.api_url) as api:
             job = api.submit(pr_url)

@@ -35,6 +35,8 @@ def setup_database(settings: Settings) -> str:
 
 @dataclass
 class LocalStack:
+    """Starts and stops the local cluster; the CLI's `serve` and `demo` and the e2e tests use it."""
+
     settings: Settings
     config_path: Path = DEFAULT_PATH
     with_llm_app: bool = True
@@ -47,7 +49,8 @@ class LocalStack:
         setup_database(self.settings)
         self.settings = self.settings.model_copy(update={"database_url": os.environ["DATABASE_URL"]})
         ray.init(num_cpus=LOCAL_LOGICAL_CPUS, include_dashboard=True, dashboard_host="127.0.0.1",
-                 namespace="pr-review", logging_level=logging.WARNING, log_to_driver=False)
+                 dashboard_port=self.settings.dashboard_port, namespace="pr-review",
+                 logging_level=logging.WARNING, log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": self.settings.http_port})
         apps = load_apps(self.config_path)
         if self.with_llm_app and not self.settings.llm_base_url:
@@ -59,6 +62,10 @@ class LocalStack:
                   route_prefix=reviews.route_prefix, blocking=False)
         self.started.append(reviews.name)
         self.wait_ready(wait_ready_s)
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.dashboard_port}"
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

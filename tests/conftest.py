@@ -60,3 +60,20 @@ def database_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
     yield _with_db(pg_admin_url, name)
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def stacks(pg_admin_url: str, pg_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Starts real local pr-review stacks (Ray + Serve) on demand; see tests/stack.py."""
+    from tests.stack import manager
+
+    with manager(pg_admin_url, TEMPLATE_DB, tmp_path_factory.mktemp("home")) as stack_manager:
+        yield stack_manager
+
+
+@pytest.fixture
+def stack(stacks: object) -> object:
+    """The default stack: scripted LLM, fake GitHub, short leases. Fakes are reset per test."""
+    running = stacks.get()  # type: ignore[attr-defined]
+    running.llm.reset()
+    return running

@@ -21,7 +21,7 @@ class BackgroundServer:
     """
 
     def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0,
-                 graceful_shutdown_s: float = 2.0) -> None:
+                 graceful_shutdown_s: int = 2) -> None:
         self._app = app
         self._host = host
         self._port = port

@@ -101,7 +101,7 @@ def review_findings(text: str, limit: int = MAX_FINDINGS) -> list[dict[str, Any]
 
 _SEVERITY_MARKERS = (
     re.compile(r"""(?i)["']?severity["']?\s*[:=]\s*["']?(critical|major|minor|nit)\b"""),
-    re.compile(r"(?im)^\s*[-*]\s*\[(critical|major|minor|nit)\]"),
+    re.compile(r"(?im)^\s*(?:[-*]\s*)?\[(critical|major|minor|nit)\]"),
 )
 
 
@@ -122,7 +122,8 @@ def summarize(text: str) -> dict[str, Any]:
     parts = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts[s])
     advice = ("The critical and major issues should be fixed before merging."
               if verdict == "request_changes" else "None of them blocks the merge.")
-    return {"summary": f"Found {total} issue{'s' if total != 1 else ''} ({parts}). {advice}", "verdict": verdict}
+    noun = "issue" if total == 1 else "issues"
+    return {"summary": f"Found {total} {noun} ({parts}). {advice}", "verdict": verdict}
 
 
 def _message_text(request: dict[str, Any], role: str | None = None) -> str:
@@ -159,7 +160,8 @@ def default_responder(request: dict[str, Any]) -> dict[str, Any] | str:
         answer = {"text": "ok"}
     else:
         return "ok"
-    return conform(answer, schema, schema) if isinstance(schema, dict) else answer
+    shaped: dict[str, Any] = conform(answer, schema, schema) if isinstance(schema, dict) else answer
+    return shaped
 
 
 # --- fitting an answer to the request's JSON schema ---------------------------------------------
@@ -234,7 +236,7 @@ def conform(value: Any, schema: Any, root: dict[str, Any]) -> Any:
         if schema.get(key):
             branches = [_resolve(b, root) for b in schema[key]]
             fitting = [b for b in branches if any(_fits(value, k) for k in _types(b))]
-            return conform(value, (fitting or branches)[0], root) if fitting else minimal_instance(schema, root)
+            return conform(value, fitting[0], root) if fitting else minimal_instance(schema, root)
     if schema.get("enum"):
         enum = schema["enum"]
         if value in enum:
