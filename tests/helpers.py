@@ -69,3 +69,25 @@ def assert_findings_on_diff(github: FakeGitHub, job: dict[str, Any]) -> None:
         assert finding["line"] in diff.commentable(finding["side"]), finding
         if finding.get("end_line"):
             assert finding["end_line"] in diff.commentable(finding["side"]), finding
+
+
+def agent_replica_pids() -> list[int]:
+    """PIDs of the live ReviewAgent replicas (the test process is the Ray driver)."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return [a.pid for a in actors if "ReviewAgent" in (a.class_name or "") and a.pid]
+
+
+def kill_agent_replicas() -> list[int]:
+    import os
+    import signal
+
+    pids = agent_replica_pids()
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def schema_name(call: Any) -> str:
+    return str(((call.request.get("response_format") or {}).get("json_schema") or {}).get("name"))

@@ -161,7 +161,19 @@ def default_responder(request: dict[str, Any]) -> dict[str, Any] | str:
     else:
         return "ok"
     shaped: dict[str, Any] = conform(answer, schema, schema) if isinstance(schema, dict) else answer
+    if name == "group_review":
+        _fit_budget(shaped, request.get("max_completion_tokens") or request.get("max_tokens"))
     return shaped
+
+
+def _fit_budget(answer: dict[str, Any], max_tokens: Any) -> None:
+    """Drop the least severe findings until the answer fits in max_tokens (a well-behaved model
+    closes its JSON rather than being cut off); findings are sorted most severe first."""
+    findings = answer.get("findings")
+    if not isinstance(max_tokens, int) or not isinstance(findings, list):
+        return
+    while findings and len(json.dumps(answer)) >= 4 * max_tokens:
+        findings.pop()
 
 
 # --- fitting an answer to the request's JSON schema ---------------------------------------------

@@ -31,7 +31,7 @@ __all__ = ["LLMCall", "Responder", "ScriptedLLM"]
 
 Responder = Callable[[dict[str, Any]], dict[str, Any] | str]
 Outcome = Literal["completed", "aborted", "failed"]
-_POLL_S = 0.01  # how often a waiting request checks whether its client went away
+_POLL_S = 0.02  # how often a waiting request checks whether its client went away
 _STREAM_CHUNK_CHARS = 24
 
 
@@ -87,6 +87,7 @@ class ScriptedLLM:
         self._fail: list[list[int]] = []  # [remaining, status], oldest first
         self._hang = 0
         self._unauthorized = 0
+        self._peak_in_flight = 0
         self._ids = itertools.count(1)
         self._closing = threading.Event()
         self.server = BackgroundServer(self._build_app(), host=host, port=port, graceful_shutdown_s=1)
@@ -135,6 +136,7 @@ class ScriptedLLM:
             self._fail.clear()
             self._hang = 0
             self._unauthorized = 0
+            self._peak_in_flight = 0
             self._cond.notify_all()
 
     # --- records --------------------------------------------------------------------------------
@@ -167,6 +169,12 @@ class ScriptedLLM:
     @property
     def in_flight(self) -> int:
         return self._count(None)
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests in flight at once since start (or reset): checks concurrency limits."""
+        with self._cond:
+            return self._peak_in_flight
 
     @property
     def unauthorized(self) -> int:
@@ -254,6 +262,7 @@ class ScriptedLLM:
         call = LLMCall(next(self._ids), body, time.time(), request.headers.get("authorization"))
         with self._cond:
             self._calls.append(call)
+            self._peak_in_flight = max(self._peak_in_flight, sum(1 for c in self._calls if c.outcome is None))
             self._cond.notify_all()
         fault = self._take_fault()
         if fault and fault[0] == "fail":

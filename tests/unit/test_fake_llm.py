@@ -127,13 +127,17 @@ def test_hang_next_waits_for_the_client_to_leave(llm: ScriptedLLM) -> None:
     assert (llm.started, llm.aborted, llm.completed) == (2, 1, 1)
 
 
-def test_in_flight_is_visible_while_waiting(llm: ScriptedLLM) -> None:
+def test_in_flight_and_peak(llm: ScriptedLLM) -> None:
     llm.latency_s = 0.5
-    worker = threading.Thread(target=_chat, args=(llm,))
-    worker.start()
-    assert llm.wait_until(lambda s: s.in_flight == 1, timeout_s=3)
-    worker.join()
-    assert (llm.in_flight, llm.completed) == (0, 1)
+    workers = [threading.Thread(target=_chat, args=(llm,)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    assert llm.wait_until(lambda s: s.in_flight == 3, timeout_s=3)
+    for worker in workers:
+        worker.join()
+    assert (llm.in_flight, llm.completed, llm.peak_in_flight) == (0, 3, 3)
+    _chat(llm)
+    assert llm.peak_in_flight == 3
 
 
 def test_stop_ends_a_hung_request(llm: ScriptedLLM) -> None:
@@ -281,6 +285,14 @@ def test_toy_reviewer_fits_tighter_schemas(llm: ScriptedLLM, sample_prompt: str)
     answer = _ask(llm, "group_review", tight, sample_prompt)
     jsonschema.validate(answer, tight)
     assert len(answer["findings"]) == 2 and all(f["severity"] == "critical" for f in answer["findings"])
+
+
+def test_toy_reviewer_keeps_within_max_tokens(llm: ScriptedLLM, sample_prompt: str) -> None:
+    response = _chat(llm, messages=[{"role": "user", "content": sample_prompt}], max_tokens=250,
+                     response_format=_schema("group_review", GROUP_REVIEW_SCHEMA)).json()
+    assert response["choices"][0]["finish_reason"] == "stop" and response["usage"]["completion_tokens"] <= 250
+    findings = json.loads(response["choices"][0]["message"]["content"])["findings"]
+    assert 0 < len(findings) < len(SAMPLE_PR_DEFECTS) and findings[0]["severity"] == "critical"
 
 
 def test_toy_reviewer_without_defects(llm: ScriptedLLM) -> None:

@@ -1,0 +1,161 @@
+"""Which weights the in-cluster vLLM app serves: a Hugging Face id, a local directory, or the tiny
+random-weight test model built on the spot (no download).
+
+`LLM_MODEL` is served under exactly the id it was given, as `vllm serve X` serves `X`: the agents
+send the same `LLM_MODEL` as their chat requests' `model`, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from prreview.errors import PRReviewError
+
+log = logging.getLogger(__name__)
+
+# Small enough for a laptop CPU, trained for code review-ish instructions.
+DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+TINY_MODEL_DIRNAME = "tiny-random-llama"
+TINY_MODEL_SEED = 0
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+# Files vLLM needs to load a Hugging Face checkpoint (no PyTorch .bin duplicates, no ONNX/GGUF).
+_HF_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
+
+# The tiny model speaks through this template; vLLM's chat endpoint refuses a tokenizer without one.
+_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+_SPECIAL_TOKENS = ["<|endoftext|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
+
+
+class ModelNotFound(PRReviewError):
+    code = "model_not_found"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """`model_id`: the name clients send; `source`: what vLLM loads (Hugging Face id or absolute dir)."""
+
+    model_id: str
+    source: str
+
+    @property
+    def is_local(self) -> bool:
+        return os.path.isabs(self.source)
+
+
+def resolve_model(name: str) -> ModelSpec:
+    """`LLM_MODEL` -> what to serve. A name that looks like a path must be an existing model directory;
+    anything else must look like a Hugging Face id (`org/name`), fetched by vLLM on the GPU node."""
+    name = name.strip()
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"{path} is a directory but holds no config.json: not a Hugging Face model.")
+        return ModelSpec(model_id=name, source=str(path.resolve()))
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        raise ModelNotFound(f"LLM_MODEL={name!r} looks like a path, but no such model directory exists.")
+    if not _HF_ID.match(name):
+        raise ModelNotFound(f"LLM_MODEL={name!r} is neither a model directory nor a Hugging Face id (org/name).")
+    return ModelSpec(model_id=name, source=name)
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The complete local copy of `repo_id` in the Hugging Face cache, without touching the network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        path = Path(snapshot_download(repo_id, allow_patterns=_HF_PATTERNS, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    has_weights = any(path.glob("*.safetensors"))
+    return path if has_weights and (path / "config.json").is_file() else None
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def download_model(repo_id: str, *, timeout_s: float = 10.0) -> Path | None:
+    """Fetch `repo_id` from the Hugging Face Hub; None when offline or unreachable (said in the log)."""
+    if _hub_offline():
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HF_PATTERNS, etag_timeout=timeout_s))
+    except Exception as exc:  # the hub client raises many kinds (HTTP, connection, timeout, auth)
+        log.warning("could not download %s from the Hugging Face Hub: %s", repo_id, exc)
+        return None
+
+
+class DemoModel(NamedTuple):
+    source: str
+    label: str
+    meaningless: bool
+
+
+def demo_model(home: Path, *, allow_download: bool = True) -> DemoModel:
+    """The demo's model: DEFAULT_MODEL from the local cache (or the Hub, when reachable), else the
+    tiny random-weight model, labelled as such so that nobody mistakes its text for a review."""
+    short = DEFAULT_MODEL.split("/")[-1]
+    if cached_snapshot(DEFAULT_MODEL) is not None:
+        return DemoModel(DEFAULT_MODEL, f"{short} (from the local Hugging Face cache)", False)
+    if allow_download and download_model(DEFAULT_MODEL) is not None:
+        return DemoModel(DEFAULT_MODEL, f"{short} (downloaded from the Hugging Face Hub)", False)
+    tiny = build_tiny_model(home / "models" / TINY_MODEL_DIRNAME)
+    label = (f"{short} could not be obtained (offline?), so this demo runs a tiny RANDOM-WEIGHT test "
+             "model: the pipeline is real, but its findings and summary are meaningless text. "
+             f"Put {DEFAULT_MODEL} in the Hugging Face cache, or set LLM_MODEL, for real reviews.")
+    return DemoModel(str(tiny), label, True)
+
+
+def _tokenizer_corpus() -> str:
+    """A few hundred KB of code and JSON from the standard library: enough merges for a toy BPE."""
+    import json
+    import textwrap
+
+    sources = [Path(json.__file__).parent / name for name in ("encoder.py", "decoder.py", "__init__.py")]
+    sources.append(Path(textwrap.__file__))
+    return "\n".join(path.read_text(encoding="utf-8") for path in sources)
+
+
+def build_tiny_model(directory: Path, *, vocab_size: int = 512, seed: int = TINY_MODEL_SEED) -> Path:
+    """A ~1 MB Llama with random weights and a byte-level BPE tokenizer, written in about a second.
+
+    vLLM loads it like any checkpoint, so tests and the offline demo exercise the real engine. Its
+    CPU attention needs head_dim >= 64 (head_dim 16 is rejected). Idempotent: an existing model in
+    `directory` is reused.
+    """
+    directory = Path(directory)
+    if (directory / "config.json").is_file() and any(directory.glob("*.safetensors")):
+        return directory.resolve()
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([_tokenizer_corpus()], vocab_size=vocab_size, min_frequency=2,
+                            special_tokens=_SPECIAL_TOKENS, show_progress=False)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|end|>",
+                                        pad_token="<|endoftext|>", unk_token=None)
+    tokenizer.chat_template = _CHAT_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, torch_dtype="bfloat16",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(directory)
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory.resolve()
