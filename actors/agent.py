@@ -7,8 +7,10 @@ requests (the dispatcher's calls), never on CPU.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
+from typing import Any
 
 from ray import serve
 
@@ -18,6 +20,15 @@ from graph.builder import build_review_graph
 from prreview.config import load_settings
 
 log = logging.getLogger(__name__)
+
+
+def _serve_replica() -> Any:
+    """This process's Serve replica object. Serve has no public "shutdown started" hook for
+    user code (it calls `__del__` only after in-flight requests ended), so the drain watcher
+    reads the replica's own `_shutting_down` flag; None when not running under Serve."""
+    from ray.serve._private.replica import Replica
+
+    return next((obj for obj in gc.get_objects() if isinstance(obj, Replica)), None)
 
 
 @serve.deployment(name="ReviewAgent", max_ongoing_requests=4, graceful_shutdown_timeout_s=30)
@@ -33,6 +44,7 @@ class ReviewAgent:
         self._resources: AgentResources | None = None
         self._starting = asyncio.Lock()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._drain_watch: asyncio.Task[None] | None = None
 
     async def _ready(self) -> JobRunner:
         async with self._starting:
@@ -43,7 +55,19 @@ class ReviewAgent:
                                          resources.github, resources.llm, self._owner)
                 period = min(1.0, self._settings.lease_s / 3)
                 self._heartbeat = asyncio.create_task(self._runner.heartbeat_forever(period))
+                self._drain_watch = asyncio.create_task(self._watch_for_shutdown(self._runner))
         return self._runner
+
+    async def _watch_for_shutdown(self, runner: JobRunner) -> None:
+        """Scale-in or rolling update: hand running jobs back at their next step boundary, so
+        the replica's exit costs no failed attempt and no repeated LLM call."""
+        replica = _serve_replica()
+        if replica is None:
+            return
+        while not getattr(replica, "_shutting_down", False):
+            await asyncio.sleep(0.5)
+        log.info("replica shutting down: draining %d review(s)", len(runner.running))
+        runner.drain()
 
     async def run(self, job_id: str) -> str:
         runner = await self._ready()

@@ -16,6 +16,7 @@ from ray.serve.handle import DeploymentHandle
 
 from actors.reconciler import sweep
 from actors.resources import open_store
+from prreview import metrics
 from prreview.config import load_settings
 from prreview.store import JobStore
 
@@ -47,12 +48,17 @@ class JobDispatcher:
 
     async def _main(self) -> None:
         self._store = await open_store(self._settings, max_size=4)
+        await self._store.resize_llm_slots(self._settings.llm_global_concurrency)
         last_sweep = 0.0
         while True:
             try:
                 if time.monotonic() - last_sweep >= self._settings.sweep_interval_s:
-                    await sweep(self._store, max_attempts=self._settings.max_attempts,
-                                in_flight=list(self._in_flight))
+                    swept = await sweep(self._store, max_attempts=self._settings.max_attempts,
+                                        in_flight=list(self._in_flight))
+                    metrics.review_finished("failed", count=len(swept.failed))
+                    metrics.review_finished("cancelled", count=len(swept.cancelled))
+                    stats = await self._store.queue_stats()
+                    metrics.set_queue(stats.queued, stats.running)
                     last_sweep = time.monotonic()
                 claimed = await self._store.claim_for_dispatch(self.capacity - len(self._in_flight),
                                                                list(self._in_flight))
@@ -72,7 +78,9 @@ class JobDispatcher:
         assert self._store is not None
         try:
             outcome = await self._agent.run.remote(job_id)
-            log.debug("job %s -> %s", job_id, outcome)
+            if outcome == "skipped":  # the replica was draining, or the job is no longer queued
+                await self._store.release_dispatch(job_id)
+                await asyncio.sleep(self._settings.dispatch_poll_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the replica died, or the call never reached one
@@ -81,6 +89,8 @@ class JobDispatcher:
                                                        only_expired=False)
             await self._store.release_dispatch(job_id)
             for row in recovered:
+                if row["status"] != "queued":
+                    metrics.review_finished(row["status"])
                 await self._store.record_event(job_id, "requeued" if row["status"] == "queued" else row["status"],
                                                {"reason": f"agent replica lost ({type(exc).__name__})"},
                                                progress={"step": "queued"} if row["status"] == "queued" else None)

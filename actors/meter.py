@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
+from actors.llm_gate import LLMGate
 from graph.llm import TokenUsage
 from prreview.errors import BudgetExceeded, JobCancelled
 from prreview.store import JobStore
@@ -18,10 +18,10 @@ class JobMeter:
     job_id: str
     max_calls: int
     max_tokens: int
-    slots: asyncio.Semaphore
+    gate: LLMGate
     usage: dict[str, int] = field(default_factory=dict)
     cancelled: bool = False
-    _held: int = 0
+    _slots: list[int] = field(default_factory=list)
 
     async def before_call(self) -> None:
         if self.cancelled:
@@ -32,8 +32,7 @@ class JobMeter:
             raise BudgetExceeded(f"The review used its budget of {self.max_calls} LLM calls.")
         if tokens >= self.max_tokens:
             raise BudgetExceeded(f"The review used its budget of {self.max_tokens} tokens ({tokens} used).")
-        await self.slots.acquire()
-        self._held += 1
+        self._slots.append(await self.gate.acquire(self.job_id))
         # Count the call before it is sent: a call that dies half-way has still been paid for.
         self.usage = await self.store.add_usage(self.job_id, llm_calls=1, prompt_tokens=0, completion_tokens=0)
 
@@ -42,6 +41,5 @@ class JobMeter:
                                                 completion_tokens=usage.completion_tokens)
 
     async def release(self) -> None:
-        if self._held:
-            self._held -= 1
-            self.slots.release()
+        if self._slots:
+            await self.gate.release(self._slots.pop())

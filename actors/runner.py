@@ -16,10 +16,12 @@ from langgraph.errors import GraphDrained
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import RunControl
 
+from actors.llm_gate import LLMGate
 from actors.meter import JobMeter
 from graph.context import ReviewContext, estimate_tokens
 from graph.github import GitHubClient
 from graph.llm import LLMClient
+from prreview import metrics
 from prreview.config import Settings
 from prreview.errors import DeadlineExceeded, JobCancelled, PRReviewError
 from prreview.store import JobStore
@@ -61,7 +63,7 @@ class JobRunner:
     owner: str
     count_tokens: Any = estimate_tokens
     _runs: dict[str, _Run] = field(default_factory=dict)
-    _slots: asyncio.Semaphore | None = None
+    _gate: LLMGate | None = None
     _draining: bool = False
 
     @property
@@ -81,10 +83,11 @@ class JobRunner:
                 f"The review was stopped after {row['attempts'] - 1} attempts."), code="max_attempts_exceeded")
         await self.store.record_event(job_id, "started", {"attempt": row["attempts"]},
                                       progress={"step": "starting"})
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.settings.llm_global_concurrency)
+        metrics.attempt_started(row["attempts"])
+        if self._gate is None:
+            self._gate = LLMGate(self.store, self.owner, hold_s=self.settings.llm_timeout_s + 10)
         meter = JobMeter(self.store, job_id, self.settings.job_max_llm_calls, self.settings.job_max_tokens,
-                         self._slots, usage=dict(row["usage"]))
+                         self._gate, usage=dict(row["usage"]))
         context = ReviewContext(
             github=self.github, llm=self.llm, meter=meter, progress=ProgressRecorder(self.store, job_id),
             context_tokens=self.settings.llm_context_tokens, max_completion_tokens=self.settings.llm_max_tokens,
@@ -94,7 +97,8 @@ class JobRunner:
         graph_input = None if resume else {"job_id": job_id, "repo": row["repo"], "number": row["number"],
                                            "options": row["options"]}
         control = RunControl()
-        task = asyncio.create_task(self.graph.ainvoke(graph_input, config, context=context,
+        timed = {**config, "callbacks": [metrics.StepTimer()]}  # per-step duration metrics
+        task = asyncio.create_task(self.graph.ainvoke(graph_input, timed, context=context,
                                                       durability="sync", control=control))
         run = _Run(job_id, task, control, meter)
         self._runs[job_id] = run
@@ -123,6 +127,7 @@ class JobRunner:
         if row is not None:
             await self.store.record_event(job_id, "succeeded", {"verdict": result["review"]["verdict"],
                                                                 "findings": len(result["review"]["findings"])})
+            metrics.review_finished("succeeded", row["created_at"])
         return "succeeded"
 
     async def _stopped(self, run: _Run) -> str:
@@ -136,6 +141,7 @@ class JobRunner:
                                           error={"code": "cancelled", "message": "The review was cancelled."})
         if row is not None:
             await self.store.record_event(run.job_id, "cancelled", {})
+            metrics.review_finished("cancelled", row["created_at"])
         return "cancelled"
 
     async def _finish_failed(self, job_id: str, exc: PRReviewError, *, code: str | None = None) -> str:
@@ -143,6 +149,7 @@ class JobRunner:
         row = await self.store.finish_job(job_id, owner=self.owner, status="failed", error=error)
         if row is not None:
             await self.store.record_event(job_id, "failed", {"error": error})
+            metrics.review_finished("failed", row["created_at"])
         return "failed"
 
     async def heartbeat_once(self) -> None:

@@ -1,4 +1,8 @@
-"""Builds the review graph: fetch -> plan -> review groups in parallel -> collect -> summarize."""
+"""Builds the review graph:
+
+fetch_pr -> prepare -> analyze -> plan -> review_group (one per group, in parallel) -> collect
+-> summarize -> publish (only with `options.post`).
+"""
 
 from __future__ import annotations
 
@@ -21,14 +25,20 @@ TRANSIENT = RetryPolicy(max_attempts=2, initial_interval=1.0,
 def build_review_graph(checkpointer: BaseCheckpointSaver | None) -> CompiledStateGraph:
     builder = StateGraph(ReviewState, context_schema=ReviewContext)
     builder.add_node("fetch_pr", nodes.fetch_pr, retry_policy=TRANSIENT)
+    builder.add_node("prepare", nodes.prepare, retry_policy=TRANSIENT)
+    builder.add_node("analyze", nodes.analyze, retry_policy=TRANSIENT)
     builder.add_node("plan", nodes.plan)
     builder.add_node("review_group", nodes.review_group, retry_policy=TRANSIENT)
     builder.add_node("collect", nodes.collect)
     builder.add_node("summarize", nodes.summarize, retry_policy=TRANSIENT)
+    builder.add_node("publish", nodes.publish, retry_policy=TRANSIENT)
     builder.add_edge(START, "fetch_pr")
-    builder.add_edge("fetch_pr", "plan")
+    builder.add_edge("fetch_pr", "prepare")
+    builder.add_edge("prepare", "analyze")
+    builder.add_edge("analyze", "plan")
     builder.add_conditional_edges("plan", nodes.fan_out, ["review_group", "collect"])
     builder.add_edge("review_group", "collect")
     builder.add_edge("collect", "summarize")
-    builder.add_edge("summarize", END)
+    builder.add_conditional_edges("summarize", nodes.after_summary, ["publish", END])
+    builder.add_edge("publish", END)
     return builder.compile(checkpointer=checkpointer)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from graph.analyzers import Analyzer, default_analyzers
 from graph.github import GitHubClient
 from graph.llm import CallMeter, LLMClient
 
@@ -32,3 +33,6 @@ class ReviewContext:
     max_completion_tokens: int
     max_llm_calls: int
     count_tokens: Callable[[str], int] = estimate_tokens
+    job_max_tokens: int = 0  # prompt + completion tokens the job may spend; 0: no limit to plan for
+    analyzers: Mapping[str, Analyzer] = field(default_factory=default_analyzers)
+    content_concurrency: int = 8  # file-content requests to GitHub at once (analyzers, scopes)

@@ -1,18 +1,65 @@
-"""Diffs as the model sees them, and the lines GitHub accepts comments on."""
+"""Diffs as the model sees them, and the lines GitHub accepts comments on.
+
+A hunk is shown with its own lines (each tagged with the number a comment must use) and, above
+it, the unchanged code up to the enclosing function or class ("scope" lines, marked `~`), so the
+model reads a change in its context. Scope lines are not part of the diff: no comment may sit
+there, and `graph.findings` moves a finding that names one onto a changed line of its hunk.
+"""
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from unidiff import PatchSet
 from unidiff.errors import UnidiffParseError
 
 from graph.github import PRFile
+from graph.prompts import neutralize
+
+LANGUAGES = {
+    ".py": "python", ".pyi": "python", ".go": "go", ".rs": "rust", ".java": "java", ".kt": "kotlin",
+    ".scala": "scala", ".ts": "typescript", ".tsx": "typescript", ".js": "javascript", ".jsx": "javascript",
+    ".mjs": "javascript", ".rb": "ruby", ".php": "php", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp",
+    ".hpp": "cpp", ".cs": "csharp", ".swift": "swift", ".sql": "sql", ".sh": "shell", ".bash": "shell",
+    ".tf": "terraform", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json", ".md": "markdown",
+}
+BINARY_EXTENSIONS = {
+    ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".ico", ".webp", ".pdf", ".zip", ".gz", ".tgz", ".bz2", ".xz",
+    ".7z", ".jar", ".war", ".whl", ".so", ".dll", ".dylib", ".exe", ".bin", ".class", ".pyc", ".o", ".a",
+    ".woff", ".woff2", ".ttf", ".otf", ".eot", ".mp3", ".mp4", ".mov", ".avi", ".wav", ".ogg", ".sqlite",
+    ".db", ".parquet", ".pkl", ".npy", ".pt", ".onnx",
+}
+MAX_SCOPE_LINES = 12   # lines shown from the enclosing definition down; the rest becomes a gap marker
+MAX_SCOPE_SCAN = 400   # how far above a hunk its enclosing definition is looked for
+
+# A line that opens a definition: a keyword in most languages, or (brace languages) a C-like
+# signature `type name(` that is not a statement.
+_KEYWORD_DEFINITION = re.compile(
+    r"^\s*(?:@?(?:export|default|public|private|protected|internal|static|final|abstract|async|override|"
+    r"virtual|inline|unsafe|extern|sealed|open|pub(?:\([^)]*\))?)\s+)*"
+    r"(?:def|class|function|func|fn|struct|enum|trait|impl|interface|module|namespace|object|record)\b")
+_C_SIGNATURE = re.compile(r"^\s*(?!(?:return|else|if|while|for|switch|case|new|throw|await|yield|delete|do)"
+                          r"\b)[A-Za-z_][\w<>\[\],:*& ]*\s[*&]?[A-Za-z_]\w*\s*\([^;]*$")
+_INDENT_LANGUAGES = {"python", "ruby", "yaml"}
+
+
+def is_definition(text: str, language: str | None) -> bool:
+    if _KEYWORD_DEFINITION.match(text):
+        return True
+    return language not in _INDENT_LANGUAGES and bool(_C_SIGNATURE.match(text))
+
+
+def extension(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
 @dataclass(frozen=True)
 class DiffLine:
-    kind: str  # "+", "-" or " "
+    kind: str  # "+", "-", " " (lines of the diff) or "~" (surrounding code, shown for context only)
     old: int | None
     new: int | None
     text: str
@@ -22,8 +69,13 @@ class DiffLine:
 class Hunk:
     header: str
     lines: list[DiffLine]
+    scope: list[DiffLine] = field(default_factory=list)  # unchanged code above, from its definition down
+    scope_gap: int = 0  # unchanged lines left out between `scope` and `lines`
+    part: str = ""  # "part 2/3" when a long hunk is cut to fit the model's context
+    old_offset: int | None = None  # old line number minus new line number above the hunk
 
     def lines_on(self, side: str) -> list[int]:
+        """Lines of this hunk a comment may sit on: those the diff shows on that side."""
         if side == "LEFT":
             return [ln.old for ln in self.lines if ln.old is not None]
         return [ln.new for ln in self.lines if ln.new is not None]
@@ -33,6 +85,12 @@ class Hunk:
             return [ln.old for ln in self.lines if ln.kind == "-" and ln.old is not None]
         return [ln.new for ln in self.lines if ln.kind == "+" and ln.new is not None]
 
+    def shown_range(self, side: str) -> tuple[int, int] | None:
+        """First and last line number the model saw for this hunk on `side`, scope included."""
+        numbers = [(ln.old if side == "LEFT" else ln.new) for ln in self.scope + self.lines]
+        present = [n for n in numbers if n is not None]
+        return (min(present), max(present)) if present else None
+
 
 @dataclass
 class FileDiff:
@@ -41,14 +99,44 @@ class FileDiff:
     previous_path: str | None
     hunks: list[Hunk] = field(default_factory=list)
     has_patch: bool = True
+    additions: int = 0
+    deletions: int = 0
 
     def commentable(self, side: str) -> set[int]:
         """Lines a review comment may sit on: every line the diff shows on that side."""
         return {n for hunk in self.hunks for n in hunk.lines_on(side)}
 
+    def added_lines(self) -> dict[int, str]:
+        return {ln.new: ln.text for hunk in self.hunks for ln in hunk.lines if ln.kind == "+" and ln.new}
+
+    def line_text(self, line: int, side: str) -> str | None:
+        for hunk in self.hunks:
+            for ln in hunk.lines:
+                if (ln.old if side == "LEFT" else ln.new) == line:
+                    return ln.text
+        return None
+
+    @property
+    def binary(self) -> bool:
+        """GitHub sends no patch for binary files; an unchanged line count tells them from big ones."""
+        if self.has_patch:
+            return False
+        return extension(self.path) in BINARY_EXTENSIONS or (self.additions == 0 and self.deletions == 0
+                                                             and self.status != "renamed")
+
+    @property
+    def language(self) -> str | None:
+        return LANGUAGES.get(extension(self.path))
+
+    def with_hunks(self, hunks: list[Hunk]) -> FileDiff:
+        """The same file with other hunks (a part of it, for the prompt)."""
+        return FileDiff(self.path, self.status, self.previous_path, hunks, self.has_patch, self.additions,
+                        self.deletions)
+
 
 def parse_file(file: PRFile) -> FileDiff:
-    diff = FileDiff(file.path, file.status, file.previous_path, has_patch=bool(file.patch))
+    diff = FileDiff(file.path, file.status, file.previous_path, has_patch=bool(file.patch),
+                    additions=file.additions, deletions=file.deletions)
     if not file.patch:
         return diff
     try:
@@ -58,47 +146,104 @@ def parse_file(file: PRFile) -> FileDiff:
         return diff
     for patched in patch:
         for hunk in patched:
-            lines = [DiffLine(ln.line_type, ln.source_line_no, ln.target_line_no, ln.value.rstrip("\n"))
+            lines = [DiffLine(ln.line_type, ln.source_line_no, ln.target_line_no, ln.value.rstrip("\r\n"))
                      for ln in hunk if ln.line_type in ("+", "-", " ")]
-            header = f"@@ -{hunk.source_start},{hunk.source_length} +{hunk.target_start},{hunk.target_length} @@"
+            header = (f"@@ -{hunk.source_start},{hunk.source_length} "
+                      f"+{hunk.target_start},{hunk.target_length} @@")
             if hunk.section_header:
-                header += f" {hunk.section_header}"
-            diff.hunks.append(Hunk(header, lines))
+                header += f" {hunk.section_header.strip()}"
+            # git numbers an empty old range from the line before it
+            offset = hunk.source_start + (0 if hunk.source_length else 1) - hunk.target_start
+            diff.hunks.append(Hunk(header, lines, old_offset=offset))
     return diff
+
+
+# --- enclosing scopes ---------------------------------------------------------------------------
+def _indent(text: str) -> int:
+    return len(text) - len(text.lstrip(" \t"))
+
+
+def find_scopes(diff: FileDiff, head_text: str) -> list[dict[str, Any]]:
+    """For each hunk whose change sits inside a definition that starts above the hunk: the
+    definition's first lines at the head commit, as `{"hunk", "start", "lines", "gap"}` (plain data,
+    kept in the graph state). `head_text` is the file at the commit the diff leads to."""
+    head = head_text.splitlines()
+    scopes: list[dict[str, Any]] = []
+    previous_end = 0
+    for index, hunk in enumerate(diff.hunks):
+        shown = [ln.new for ln in hunk.lines if ln.new is not None]
+        first_changed = next((ln for ln in hunk.lines if ln.kind in "+-"), None)
+        if not shown or first_changed is None:
+            continue
+        start = shown[0]
+        anchor = first_changed.new if first_changed.new is not None else start
+        reference = _indent(first_changed.text)
+        found: int | None = None
+        floor = max(previous_end + 1, anchor - MAX_SCOPE_SCAN, 1)
+        for number in range(min(anchor - 1, len(head)), floor - 1, -1):
+            text = head[number - 1]
+            if not text.strip() or _indent(text) >= reference:
+                continue
+            if is_definition(text, diff.language):
+                found = number
+                break
+            if _indent(text) == 0 and not text.startswith(("#", "//", "/*", "*", "@", ")", "]")):
+                break  # top-level code in between: the change is not inside a definition above
+        previous_end = shown[-1]
+        if found is None or found >= start:
+            continue  # no enclosing definition, or the hunk already shows it
+        numbers = list(range(found, start))
+        kept = numbers[:MAX_SCOPE_LINES]
+        scopes.append({"hunk": index, "start": found, "lines": [head[n - 1] for n in kept],
+                       "gap": len(numbers) - len(kept)})
+    return scopes
+
+
+def apply_scopes(diff: FileDiff, scopes: list[dict[str, Any]]) -> FileDiff:
+    """Attach scope lines (from `find_scopes`) to their hunks; old-side numbers follow the hunk's offset."""
+    for scope in scopes:
+        if not 0 <= scope["hunk"] < len(diff.hunks):
+            continue
+        hunk = diff.hunks[scope["hunk"]]
+        offset = hunk.old_offset
+        hunk.scope = [DiffLine("~", scope["start"] + i + offset if offset is not None else None,
+                               scope["start"] + i, text) for i, text in enumerate(scope["lines"])]
+        hunk.scope_gap = int(scope["gap"])
+    return diff
+
+
+# --- the prompt form ------------------------------------------------------------------------------
+def _tagged(ln: DiffLine) -> str:
+    tag = f"L{ln.old}" if ln.kind == "-" else f"R{ln.new}"
+    return f"{tag:<6}{ln.kind} | {neutralize(ln.text)}"
+
+
+def file_attributes(diff: FileDiff) -> str:
+    attrs = f'path="{html.escape(diff.path)}" status="{diff.status}"'
+    if diff.previous_path and diff.previous_path != diff.path:
+        attrs += f' previous_path="{html.escape(diff.previous_path)}"'
+    if diff.language:
+        attrs += f' language="{diff.language}"'
+    return attrs
 
 
 def render_file(diff: FileDiff) -> str:
     """The prompt form of one file: every line tagged with the number a comment must use.
 
-    `R<n>` is the new file's line n (added or context), `L<n>` the old file's line n (removed).
+    `R<n>` is the new file's line n (added `+`, unchanged ` `, or context `~`), `L<n>` the old
+    file's line n (removed `-`).
     """
-    attrs = f'path="{diff.path}" status="{diff.status}"'
-    if diff.previous_path:
-        attrs += f' previous_path="{diff.previous_path}"'
-    out = [f"<pr_file {attrs}>"]
+    out = [f"<pr_file {file_attributes(diff)}>"]
     for hunk in diff.hunks:
-        out.append(hunk.header)
-        for ln in hunk.lines:
-            tag = f"L{ln.old}" if ln.kind == "-" else f"R{ln.new}"
-            out.append(f"{tag:<5}{ln.kind} | {ln.text}")
+        out.append(hunk.header + (f" ({hunk.part})" if hunk.part else ""))
+        out += [_tagged(ln) for ln in hunk.scope]
+        if hunk.scope_gap:
+            out.append(f"{'':<6}⋮ | ({hunk.scope_gap} unchanged lines not shown)")
+        out += [_tagged(ln) for ln in hunk.lines]
     out.append("</pr_file>")
     return "\n".join(out)
 
 
-ANCHOR_SLACK_LINES = 10
-
-
-def anchor_line(diff: FileDiff, line: int, side: str) -> int | None:
-    """`line` if GitHub accepts a comment there; else the nearest changed line of the hunk it
-    falls next to (within ANCHOR_SLACK_LINES); else None: the finding cannot be posted."""
-    if line in diff.commentable(side):
-        return line
-    best: int | None = None
-    for hunk in diff.hunks:
-        shown = hunk.lines_on(side)
-        if not shown or not shown[0] - ANCHOR_SLACK_LINES <= line <= shown[-1] + ANCHOR_SLACK_LINES:
-            continue
-        for candidate in hunk.changed_on(side) or shown:
-            if best is None or (abs(candidate - line), candidate) < (abs(best - line), best):
-                best = candidate
-    return best
+def render_lines(lines: list[DiffLine]) -> list[str]:
+    """Tagged lines, for callers that cut a hunk into parts (see graph.plan)."""
+    return [_tagged(ln) for ln in lines]

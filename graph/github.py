@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from tenacity import (
@@ -22,6 +25,7 @@ from prreview.urls import PRRef
 log = logging.getLogger(__name__)
 
 MAX_FILES = 3000  # GitHub lists at most 3000 files of a PR
+MAX_COMPARE_FILES = 300  # the compare API lists at most 300 files, on its first page only
 
 
 @dataclass
@@ -47,6 +51,16 @@ class PullRequest:
     html_url: str
     files: list[PRFile] = field(default_factory=list)
     commit_messages: list[str] = field(default_factory=list)
+    commit_shas: list[str] = field(default_factory=list)  # oldest first, as commit_messages
+
+
+@dataclass
+class Comparison:
+    """`GET /compare/base...head`: `status` is "ahead" when head descends from base."""
+
+    status: str
+    files: list[PRFile]
+    truncated: bool  # GitHub listed its maximum of files: the list may be incomplete
 
 
 class GitHubClient:
@@ -136,16 +150,77 @@ class GitHubClient:
         return PullRequest(
             ref=ref, title=data.get("title") or "", body=data.get("body") or "",
             author=(data.get("user") or {}).get("login", ""), head_sha=data["head"]["sha"],
-            base_sha=data["base"]["sha"], base_ref=data["base"].get("ref", ""), html_url=data.get("html_url", ""),
-            files=[PRFile(path=f["filename"], status=f.get("status", "modified"), additions=f.get("additions", 0),
-                          deletions=f.get("deletions", 0), patch=f.get("patch"),
-                          previous_path=f.get("previous_filename"), sha=f.get("sha")) for f in files],
+            base_sha=data["base"]["sha"], base_ref=data["base"].get("ref", ""),
+            html_url=data.get("html_url", ""),
+            files=[_pr_file(f) for f in files],
             commit_messages=[c.get("commit", {}).get("message", "") for c in commits],
+            commit_shas=[str(c.get("sha", "")) for c in commits],
         )
 
     async def post_review(self, ref: PRRef, payload: dict[str, Any]) -> httpx.Response:
         return await self._request("POST", f"/repos/{ref.owner}/{ref.repo}/pulls/{ref.number}/reviews",
                                    json=payload)
+
+    async def post_review_comment(self, ref: PRRef, payload: dict[str, Any]) -> httpx.Response:
+        """One inline comment outside any review (`commit_id`, `path`, `line`, `side`, `body`)."""
+        return await self._request("POST", f"/repos/{ref.owner}/{ref.repo}/pulls/{ref.number}/comments",
+                                   json=payload)
+
+    async def update_review(self, ref: PRRef, review_id: int, body: str) -> dict[str, Any]:
+        url = f"/repos/{ref.owner}/{ref.repo}/pulls/{ref.number}/reviews/{review_id}"
+        response = await self._request("PUT", url, json={"body": body})
+        if response.status_code >= 400:
+            raise GitHubError(f"GitHub answered {response.status_code} to PUT {url}: {_message(response)}")
+        return dict(response.json())
+
+    async def list_reviews(self, ref: PRRef) -> list[dict[str, Any]]:
+        """The PR's reviews, oldest first, as GitHub returns them."""
+        return await self._paginate(f"/repos/{ref.owner}/{ref.repo}/pulls/{ref.number}/reviews", ref, 1000)
+
+    async def list_review_comments(self, ref: PRRef) -> list[dict[str, Any]]:
+        """Every inline review comment of the PR, oldest first."""
+        return await self._paginate(f"/repos/{ref.owner}/{ref.repo}/pulls/{ref.number}/comments", ref, 3000)
+
+    async def authenticated_login(self) -> str | None:
+        """The login the token acts as; None when anonymous or when the token cannot say (an app)."""
+        if "Authorization" not in self._http.headers:
+            return None
+        response = await self._request("GET", "/user")
+        if response.status_code != 200:
+            return None
+        login = response.json().get("login")
+        return str(login) if login else None
+
+    async def file_content(self, ref: PRRef, path: str, at: str) -> bytes | None:
+        """A file's bytes at commit `at`; None when it does not exist there or is too large for
+        the contents API (over 1 MB)."""
+        url = f"/repos/{ref.owner}/{ref.repo}/contents/{quote(path)}"
+        response = await self._request("GET", url, params={"ref": at})
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise GitHubError(f"GitHub answered {response.status_code} to GET {url}: {_message(response)}")
+        data = response.json()
+        if not isinstance(data, dict) or data.get("type") != "file" or data.get("encoding") != "base64":
+            return None  # a directory, a submodule, or a file too large to be sent inline
+        try:
+            return base64.b64decode(data.get("content") or "")
+        except (binascii.Error, ValueError):
+            return None
+
+    async def compare(self, ref: PRRef, base: str, head: str) -> Comparison:
+        """Files changed from commit `base` to commit `head` (GitHub's three-dot compare)."""
+        url = f"/repos/{ref.owner}/{ref.repo}/compare/{base}...{head}"
+        data, _ = await self._get_json(url, params={"per_page": 1})  # files come on page 1 only
+        files = [_pr_file(f) for f in data.get("files") or []]
+        return Comparison(status=str(data.get("status", "")), files=files,
+                          truncated=len(files) >= MAX_COMPARE_FILES)
+
+
+def _pr_file(data: dict[str, Any]) -> PRFile:
+    return PRFile(path=data["filename"], status=data.get("status", "modified"),
+                  additions=data.get("additions", 0), deletions=data.get("deletions", 0),
+                  patch=data.get("patch"), previous_path=data.get("previous_filename"), sha=data.get("sha"))
 
 
 def _message(response: httpx.Response) -> str:

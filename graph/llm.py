@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from prreview import metrics
 from prreview.errors import LLMBadOutput, LLMError, LLMTimeout
 
 log = logging.getLogger(__name__)
@@ -95,12 +97,18 @@ class LLMClient:
 
     async def _metered_call(self, body: dict[str, Any], meter: CallMeter) -> tuple[dict[str, Any], TokenUsage]:
         await meter.before_call()
+        started = time.perf_counter()
         try:
             response = await self._send("POST", "/chat/completions", json=body)
             data = response.json()
             usage = TokenUsage(**{k: int((data.get("usage") or {}).get(k) or 0)
                                   for k in ("prompt_tokens", "completion_tokens")})
+            metrics.llm_call(str(body["model"]), ok=True, seconds=time.perf_counter() - started,
+                             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
             await meter.after_call(usage)
+        except LLMError:
+            metrics.llm_call(str(body["model"]), ok=False, seconds=time.perf_counter() - started)
+            raise
         finally:
             await meter.release()
         try:

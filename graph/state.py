@@ -12,9 +12,20 @@ class ReviewState(TypedDict, total=False):
     number: int
     options: dict[str, Any]
     pr: dict[str, Any]                 # metadata, files and patches as fetched (no credentials)
-    groups: list[dict[str, Any]]       # {"index", "paths", "text", "tokens"}
+    config: dict[str, Any]             # the repository's instructions (graph.repo_config.RepoConfig)
+    prior: dict[str, Any] | None       # the last review pr-review published on the PR, if any
+    incremental: dict[str, Any] | None  # {"since": sha, ...} when only later pushes are reviewed
+    review_files: list[dict[str, Any]]  # the files (with patches) the model reviews: the PR's, or the
+                                        # changes since the last reviewed head
+    scopes: dict[str, list[dict[str, Any]]]  # path -> enclosing-definition lines above its hunks
+    analysis: list[dict[str, Any]]     # analyzer findings on changed lines
+    analyzers: list[dict[str, Any]]    # one report per analyzer
+    prompt: dict[str, str]             # prompt parts every group shares (guidance, other changes)
+    groups: list[dict[str, Any]]       # {"index", "paths", "chunks", "tokens", "completes"}
     skipped: list[dict[str, str]]      # {"path", "reason"}
     group_findings: Annotated[list[dict[str, Any]], operator.add]
+    group_skipped: Annotated[list[dict[str, str]], operator.add]  # parts the model could not review
+    files_reviewed: list[str]
     findings: list[dict[str, Any]]     # anchored, deduplicated, ranked
     review: dict[str, Any]
 
@@ -27,3 +38,4 @@ class GroupTask(TypedDict):
     repo: str
     number: int
     options: dict[str, Any]
+    prompt: dict[str, str]

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, ge=1, le=65535, validation_alias=_env("PR_REVIEW_HTTP_PORT"))
     api_url_override: str | None = Field(default=None, validation_alias=_env("PR_REVIEW_API_URL"))
     dashboard_port: int = Field(default=8265, ge=1, le=65535, description="Ray dashboard port (local runs)")
+    metrics_export_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Ray's Prometheus endpoint (local runs); unset: Ray picks one")
 
     # --- LLM calls: bounded, counted, cancellable -------------------------------------------
     llm_timeout_s: float = Field(default=120.0, gt=0, description="per LLM call, seconds")

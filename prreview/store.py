@@ -170,6 +170,21 @@ class JobStore:
                                progress=Jsonb(progress) if progress is not None else None,
                                files_done_delta=files_done_delta)
 
+    # --- the global LLM concurrency cap ----------------------------------------------------------
+    async def resize_llm_slots(self, slots: int) -> None:
+        await self._one_exec("resize_llm_slots", slots=slots)
+
+    async def acquire_llm_slot(self, *, holder: str, job_id: str, hold_s: float) -> int | None:
+        row = await self._one("acquire_llm_slot", holder=holder, job_id=job_id, hold_s=hold_s)
+        return row["slot"] if row else None
+
+    async def release_llm_slot(self, slot: int, *, holder: str) -> None:
+        await self._one_exec("release_llm_slot", slot=slot, holder=holder)
+
+    async def llm_slots_in_use(self) -> int:
+        row = await self._one("llm_slots_in_use")
+        return int(row["in_use"]) if row else 0
+
     # --- batches --------------------------------------------------------------------------------
     async def insert_batch(self, options: dict[str, Any]) -> str:
         row = await self._one("insert_batch", id=uuid.uuid4(), options=Jsonb(options))

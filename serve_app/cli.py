@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from prreview.config import load_settings
+from serve_app.cli_batch import register as register_batch
+from serve_app.cli_batch import show_cluster
 from serve_app.client import APIError, Client
 from serve_app.markdown import review_markdown
 
@@ -114,8 +116,7 @@ def status(review_id: str = typer.Argument(None, help="a review id; none: the cl
                 if job["status"] in ("succeeded", "failed", "cancelled"):
                     console.print(Markdown(review_markdown(job)))
             else:
-                ready = api.ready()
-                console.print(f"queued={ready['queued']} running={ready['running']}", highlight=False)
+                show_cluster(api)
         except APIError as exc:
             fail(exc.message)
 
@@ -157,6 +158,9 @@ def cluster_render(check: bool = typer.Option(False, "--check", help="exit 1 if 
     from serve_app import cluster_render as render
 
     raise typer.Exit(render.main(["--check"] if check else []))
+
+
+register_batch(app)
 
 
 def main() -> None:

@@ -18,12 +18,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from actors.resources import github_client, open_store
+from prreview import metrics
 from prreview.config import Settings, load_settings
 from prreview.errors import BadRequest, NotFound, PRReviewError, Unavailable
 from prreview.models import TERMINAL_STATUSES, BatchRequest, SubmitRequest
 from prreview.store import JobStore
 from serve_app.responses import on_app_error, on_http_error, read_model, resource
 from serve_app.submissions import Submissions, error_item
+from serve_app.web import web_routes
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class IngressCore:
         body = await read_model(request, SubmitRequest, self.settings.max_request_bytes)
         submitted = await (await self.submissions()).submit(body.pr_url, body.options)
         if submitted.created:
+            metrics.review_submitted()
             self._wake_dispatcher()
         job = resource(submitted.row)
         return JSONResponse(job, status_code=202 if submitted.created else 200,
@@ -86,6 +89,7 @@ class IngressCore:
         assert row is not None
         if row["status"] == "cancelled":
             await store.record_event(str(row["id"]), "cancelled", {"by": "user"})
+            metrics.review_finished("cancelled", row["created_at"])
         return JSONResponse(resource(row), status_code=202)
 
     async def list_reviews(self, request: Request) -> Response:
@@ -134,6 +138,8 @@ class IngressCore:
                 items.append({"pr_url": url, "error": error_item(exc)})
                 continue
             job_id = str(submitted.row["id"])
+            if submitted.created:
+                metrics.review_submitted()
             await store.insert_batch_item(batch_id, position, url, job_id=job_id, error=None)
             items.append({"pr_url": url, "id": job_id, "status": submitted.row["status"]})
         self._wake_dispatcher()
@@ -172,6 +178,31 @@ class IngressCore:
             raise Unavailable(f"Not ready: {type(exc).__name__}: {exc}") from exc
         return JSONResponse({"status": "ready", "queued": stats.queued, "running": stats.running})
 
+    async def cluster(self, request: Request) -> Response:
+        """`GET /v1/cluster`, what `pr-review status` prints: the queue, replicas per deployment (from
+        Serve's controller; empty when served outside Serve) and the latest failures."""
+        store = await self.store()
+        stats, failures = await store.queue_stats(), await store.recent_failures(limit=5)
+
+        def applications() -> dict[str, Any]:
+            try:
+                status = serve.status()  # a blocking controller call: run in a thread
+            except Exception as exc:
+                log.info("no Serve status: %s: %s", type(exc).__name__, exc)
+                return {}
+            return {name: {"status": app.status.value, "deployments": {
+                dep: {"status": d.status.value, "replicas": {s.value: n for s, n in d.replica_states.items()}}
+                for dep, d in app.deployments.items()}} for name, app in status.applications.items()}
+
+        return JSONResponse({
+            "queue": {"queued": stats.queued, "running": stats.running, "succeeded": stats.succeeded,
+                      "failed": stats.failed, "cancelled": stats.cancelled},
+            "applications": await asyncio.to_thread(applications),
+            "recent_failures": [{"id": str(f["id"]), "pr_url": f["pr_url"], "error": f["error"],
+                                 "finished_at": f["finished_at"].isoformat() if f["finished_at"] else None}
+                                for f in failures],
+        })
+
     async def _job(self, job_id: str) -> dict[str, Any]:
         row = await (await self.store()).get_job(job_id)
         if row is None:
@@ -187,8 +218,10 @@ class IngressCore:
             Route("/v1/reviews/{id}/events", self.review_events, methods=["GET"]),
             Route("/v1/batches", self.submit_batch, methods=["POST"]),
             Route("/v1/batches/{id}", self.get_batch, methods=["GET"]),
+            Route("/v1/cluster", self.cluster, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
+            *web_routes(),
         ]
 
     def asgi_app(self) -> Starlette:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import httpx
+
 from prreview.errors import PRReviewError
 
 log = logging.getLogger(__name__)
@@ -50,9 +52,10 @@ class ModelSpec:
         return os.path.isabs(self.source)
 
 
-def resolve_model(name: str) -> ModelSpec:
-    """`LLM_MODEL` -> what to serve. A name that looks like a path must be an existing model directory;
-    anything else must look like a Hugging Face id (`org/name`), fetched by vLLM on the GPU node."""
+def resolve_model(name: str, *, must_exist: bool = True) -> ModelSpec:
+    """`LLM_MODEL` -> what to serve. A name that looks like a path names a model directory (checked
+    here unless `must_exist` is False: a cluster's head node may not mount the workers' volume);
+    anything else must look like a Hugging Face id (`org/name`), fetched by vLLM where it runs."""
     name = name.strip()
     path = Path(name).expanduser()
     if path.is_dir():
@@ -60,9 +63,12 @@ def resolve_model(name: str) -> ModelSpec:
             raise ModelNotFound(f"{path} is a directory but holds no config.json: not a Hugging Face model.")
         return ModelSpec(model_id=name, source=str(path.resolve()))
     if name.startswith(("/", ".", "~")) or name.count("/") > 1:
-        raise ModelNotFound(f"LLM_MODEL={name!r} looks like a path, but no such model directory exists.")
+        if must_exist or not path.is_absolute():
+            raise ModelNotFound(f"LLM_MODEL={name!r} looks like a path, but no such model directory exists.")
+        return ModelSpec(model_id=name, source=str(path))
     if not _HF_ID.match(name):
-        raise ModelNotFound(f"LLM_MODEL={name!r} is neither a model directory nor a Hugging Face id (org/name).")
+        raise ModelNotFound(f"LLM_MODEL={name!r} is neither a model directory nor a Hugging Face id "
+                            "(org/name).")
     return ModelSpec(model_id=name, source=name)
 
 
@@ -83,9 +89,23 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """One quick request, so that an offline machine answers in seconds, not after the hub client's
+    minute of retries."""
+    if _hub_offline():
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        httpx.head(endpoint, timeout=timeout_s)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
 def download_model(repo_id: str, *, timeout_s: float = 10.0) -> Path | None:
     """Fetch `repo_id` from the Hugging Face Hub; None when offline or unreachable (said in the log)."""
-    if _hub_offline():
+    if not hub_reachable():
+        log.warning("the Hugging Face Hub is unreachable: %s is not downloaded", repo_id)
         return None
     from huggingface_hub import snapshot_download
 

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from prreview.config import Settings
 from prreview.db import migrate, resolve_database_url
+from prreview.sql import queries
 from serve_app.serve_config import DEFAULT_PATH, load_apps
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,8 @@ def setup_database(settings: Settings) -> str:
     url = resolve_database_url(settings)
     os.environ["DATABASE_URL"] = url
     migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(queries()["resize_llm_slots"], {"slots": settings.llm_global_concurrency})
     from langgraph.checkpoint.postgres import PostgresSaver
 
     with PostgresSaver.from_conn_string(url) as saver:
@@ -50,6 +54,7 @@ class LocalStack:
         self.settings = self.settings.model_copy(update={"database_url": os.environ["DATABASE_URL"]})
         ray.init(num_cpus=LOCAL_LOGICAL_CPUS, include_dashboard=True, dashboard_host="127.0.0.1",
                  dashboard_port=self.settings.dashboard_port, namespace="pr-review",
+                 _metrics_export_port=self.settings.metrics_export_port,
                  logging_level=logging.WARNING, log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": self.settings.http_port})
         apps = load_apps(self.config_path)

@@ -1,20 +1,16 @@
-"""Prompt templates, kept as data files beside this module."""
+"""Prompt templates, kept as data files beside this module, and the text they are filled with."""
 
 from __future__ import annotations
 
-import re
-from functools import cache
-from importlib import resources
+from graph.prompts._build import (
+    group_prompt,
+    guidance,
+    other_changes,
+    scope_note,
+    skipped_summary,
+    summary_prompt,
+)
+from graph.prompts._text import as_data, neutralize, template
 
-_OUR_TAGS = re.compile(r"<(/?)\s*(pr_[a-z_]+)", re.IGNORECASE)
-
-
-@cache
-def template(name: str) -> str:
-    return resources.files(__package__).joinpath(f"{name}.md").read_text()
-
-
-def as_data(text: str, limit: int = 4000) -> str:
-    """Untrusted PR text, made unable to close or open our data tags, and bounded in size."""
-    text = _OUR_TAGS.sub(lambda m: f"‹{m.group(1)}{m.group(2)}", text)
-    return text if len(text) <= limit else text[:limit] + "\n[... truncated ...]"
+__all__ = ["as_data", "group_prompt", "guidance", "neutralize", "other_changes", "scope_note",
+           "skipped_summary", "summary_prompt", "template"]

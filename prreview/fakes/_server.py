@@ -51,7 +51,7 @@ class BackgroundServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, self._bound_port or self._port))  # a restart keeps its port
-        sock.listen(128)
+        sock.listen(2048)  # uvicorn's default backlog: bursts of connections must not be dropped
         self._bound_port = int(sock.getsockname()[1])
         config = uvicorn.Config(self._app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=self._graceful_shutdown_s)

@@ -77,6 +77,7 @@ class _Fault:
     status: int
     reset_in_s: float
     match: str | None
+    method: str | None = None
 
 
 @dataclass
@@ -162,13 +163,22 @@ class FakeGitHub:
     """GitHub's REST shapes on 127.0.0.1, with fault injection and a record of every request.
 
     `token`: when set, a request carrying another token gets 401 and writes need it; when None
-    any caller is accepted. Thread-safe: tests call it while the server thread answers.
+    any caller is accepted. Each caller (Authorization value, or anonymous) has an hourly budget
+    of requests like GitHub's (`rate_limit`, `anonymous_rate_limit`), reported in the
+    `x-ratelimit-*` headers. With `enforce_rate_limit` a spent budget answers 403 until its reset,
+    as GitHub does; without it (the default, so long benchmarks and demos never stall for an
+    hour) a spent budget starts a new window at once. Use `rate_limit_next` for scripted limits.
+    Thread-safe: tests call it while the server thread answers.
     """
 
     def __init__(self, *, token: str | None = None, latency_s: float = 0.0, host: str = "127.0.0.1",
-                 port: int = 0, reviewer_login: str = "pr-review-bot") -> None:
+                 port: int = 0, reviewer_login: str = "pr-review-bot", rate_limit: int = AUTHENTICATED_LIMIT,
+                 anonymous_rate_limit: int = ANONYMOUS_LIMIT, enforce_rate_limit: bool = False) -> None:
         self.token = token
         self.latency_s = latency_s
+        self.rate_limit = rate_limit
+        self.anonymous_rate_limit = anonymous_rate_limit
+        self.enforce_rate_limit = enforce_rate_limit
         self.reviewer_login = reviewer_login
         self._lock = threading.RLock()
         self._repos: dict[tuple[str, str], _Repo] = {}
@@ -216,8 +226,10 @@ class FakeGitHub:
                              head_ref=head_ref or f"feature/pr-{number}", base_ref=base_ref,
                              base_sha=base_sha, head_sha=base_sha, files={}, draft=draft)
             state.prs[number] = pr
+            # The base starts as the branch's current tree, so files stored with put_file stay.
+            branch_tree = state.snapshots.get(state.refs.get(base_ref, ""), {})
             state.refs[base_ref] = base_sha
-            state.snapshots.setdefault(base_sha, {})
+            state.snapshots.setdefault(base_sha, dict(branch_tree))
             messages = list(commits) if commits else [f"Update {len(files)} file(s)"]
             return self._apply_push(state, pr, files, (), messages, head_sha)
 
@@ -290,10 +302,20 @@ class FakeGitHub:
         with self._lock:
             self._faults.append(_Fault(kind, n, 403 if kind == "primary" else 429, reset_in_s, match))
 
-    def fail_next(self, n: int = 1, status: int = 502, match: str | None = None) -> None:
-        """The next `n` API requests (whose path contains `match`, if given) answer `status`."""
+    def fail_next(self, n: int = 1, status: int = 502, match: str | None = None,
+                  method: str | None = None) -> None:
+        """The next `n` API requests (whose path contains `match` and whose method is `method`,
+        if given) answer `status`; a 422 answers as GitHub rejects a review comment."""
         with self._lock:
-            self._faults.append(_Fault("error", n, status, 0.0, match))
+            self._faults.append(_Fault("error", n, status, 0.0, match, method))
+
+    def put_file(self, owner: str, repo: str, path: str, content: str | bytes, *, ref: str) -> None:
+        """Store a file outside any PR's diff (say, a repository config) at `ref` (a branch or sha)."""
+        with self._lock:
+            state = self._repos.setdefault((owner, repo), _Repo())
+            if ref not in state.refs and ref not in state.snapshots:
+                state.refs[ref] = fake_sha(owner, repo, "branch", ref)  # a branch with no PR yet
+            state.snapshots.setdefault(state.refs.get(ref, ref), {})[path] = _bytes(content)
 
     # --- records --------------------------------------------------------------------------------
     @property
@@ -348,6 +370,7 @@ class FakeGitHub:
             route(pulls + "/comments", self._get_comments, ["GET"]),
             route(pulls + "/comments", self._post_comment, ["POST"]),
             route("/repos/{owner}/{repo}/commits/{sha}", self._get_commit, ["GET"]),
+            route("/repos/{owner}/{repo}/compare/{basehead}", self._get_compare, ["GET"]),
             route("/repos/{owner}/{repo}/contents/{path:path}", self._get_contents, ["GET"]),
             route("/{owner}/{repo}/pull/{number:int}", self._get_pr_page, ["GET"]),
             route("/{owner}/{repo}/raw/{sha}/{path:path}", self._get_raw, ["GET"]),
@@ -393,7 +416,7 @@ class FakeGitHub:
         budget = self._budgets.get(identity)
         now = int(time.time())
         if budget is None or budget.reset_at <= now:
-            limit = ANONYMOUS_LIMIT if identity == "anonymous" else AUTHENTICATED_LIMIT
+            limit = self.anonymous_rate_limit if identity == "anonymous" else self.rate_limit
             budget = self._budgets[identity] = _Budget(limit, now + RATE_WINDOW_S)
         return budget
 
@@ -415,18 +438,25 @@ class FakeGitHub:
         budget = self._budget(request)
         if not counted:
             return
-        fault = next((f for f in self._faults if f.match is None or f.match in request.url.path), None)
+        fault = next((f for f in self._faults if (f.match is None or f.match in request.url.path)
+                      and (f.method is None or f.method == request.method)), None)
         if fault is not None:
             fault.remaining -= 1
             if fault.remaining <= 0:
                 self._faults.remove(fault)
             raise self._fault_reply(fault, budget)
         if budget.remaining <= 0:
-            raise self._fault_reply(_Fault("primary", 1, 403, budget.reset_at - time.time(), None), budget)
+            if self.enforce_rate_limit:
+                wait_s = budget.reset_at - time.time()
+                raise self._fault_reply(_Fault("primary", 1, 403, wait_s, None), budget)
+            budget = _Budget(budget.limit, int(time.time()) + RATE_WINDOW_S)
+            self._budgets[self._identity(request)] = budget
         budget.used += 1
 
     @staticmethod
     def _fault_reply(fault: _Fault, budget: _Budget) -> _Reply:
+        if fault.kind == "error" and fault.status == 422:
+            return _unprocessable("Pull request review thread line must be part of the diff")
         if fault.kind == "error":
             return _error(fault.status, "Server Error")
         wait_s = max(1, math.ceil(fault.reset_in_s))
@@ -505,6 +535,47 @@ class FakeGitHub:
                                      "total": additions + deletions}
                     return JSONResponse(data)
         raise _error(422, f"No commit found for SHA: {sha}")
+
+    def _ancestors(self, state: _Repo, sha: str) -> list[str]:
+        """`sha` and the commits before it, newest first (PR commits chain through `parent`)."""
+        parents = {c["sha"]: c["parent"] for pr in state.prs.values() for c in pr.commits}
+        chain = [sha]
+        while chain[-1] in parents and parents[chain[-1]] and len(chain) <= len(parents):
+            chain.append(parents[chain[-1]])
+        return chain
+
+    def _get_compare(self, request: Request, payload: Any, owner: str, repo: str, basehead: str) -> Response:
+        """GitHub's three-dot compare of two commits: the files that differ (at most 300, on the
+        first page only), the commits between them, and how they relate."""
+        state = self._repos.get((owner, repo))
+        base_ref, sep, head_ref = basehead.partition("...")
+        if state is None or not sep:
+            raise _not_found()
+        base_sha, head_sha = state.refs.get(base_ref, base_ref), state.refs.get(head_ref, head_ref)
+        if base_sha not in state.snapshots or head_sha not in state.snapshots:
+            raise _not_found()
+        head_chain, base_chain = self._ancestors(state, head_sha), self._ancestors(state, base_sha)
+        merge_base = next((sha for sha in head_chain if sha in base_chain), base_sha)
+        ahead_by = head_chain.index(merge_base) if merge_base in head_chain else 0
+        behind_by = base_chain.index(merge_base) if merge_base in base_chain else 0
+        status = ("identical" if base_sha == head_sha else "ahead" if behind_by == 0 and ahead_by
+                  else "behind" if ahead_by == 0 else "diverged")
+        old, new = state.snapshots[merge_base], state.snapshots[head_sha]
+        files = [FakeFile(path, base=_text_or_bytes(old.get(path)), head=_text_or_bytes(new.get(path)))
+                 for path in sorted(set(old) | set(new)) if old.get(path) != new.get(path)]
+        base = self._base(request)
+        diffs = [FileDiff.of(f) for f in files]
+        commits = [c for pr in state.prs.values() for c in pr.commits if c["sha"] in head_chain[:ahead_by]]
+        unique = list({c["sha"]: c for c in commits}.values())
+        first_page = _int_param(request, "page", 1) == 1
+        return JSONResponse({
+            "url": f"{base}/repos/{owner}/{repo}/compare/{basehead}", "status": status,
+            "ahead_by": ahead_by, "behind_by": behind_by, "total_commits": len(unique),
+            "merge_base_commit": {"sha": merge_base}, "base_commit": {"sha": base_sha},
+            "commits": [commit_json(base, owner, repo, c["sha"], c["message"], c["author"], c["parent"],
+                                    c["date"]) for c in unique],
+            "files": [d.to_json(base, owner, repo, head_sha) for d in diffs][:300] if first_page else [],
+        })
 
     def _get_contents(self, request: Request, payload: Any, owner: str, repo: str, path: str) -> Response:
         state = self._repos.get((owner, repo))
@@ -703,6 +774,16 @@ def _bytes(content: str | bytes) -> bytes:
     return content if isinstance(content, bytes) else content.encode()
 
 
+def _text_or_bytes(data: bytes | None) -> str | bytes | None:
+    """Text files as str, binary ones as bytes (which FakeFile treats as binary: no patch)."""
+    if data is None or b"\0" in data:
+        return data
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return data
+
+
 def _synthetic_file(index: int, lines_per_file: int, defect_every: int) -> FakeFile:
     name = f"src/pkg_{index // 50:02d}/module_{index:04d}.py"
     base_lines = [f"def function_{index}_{j}(value):\n    return value + {j}\n"
@@ -734,11 +815,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9999)
     parser.add_argument("--latency-s", type=float, default=0.0, help="delay before every answer")
     parser.add_argument("--token", default=None, help="the only token accepted (default: any)")
+    parser.add_argument("--anonymous-rate-limit", type=int, default=ANONYMOUS_LIMIT,
+                        help="requests per hour without a token (GitHub: 60)")
+    parser.add_argument("--enforce-rate-limit", action="store_true",
+                        help="answer 403 once a caller's hourly budget is spent, as GitHub does")
     parser.add_argument("--synthetic-prs", type=int, default=0,
                         help="also serve acme/bench PRs 1..N (synthetic, see --synthetic-files)")
     parser.add_argument("--synthetic-files", type=int, default=20, help="files per synthetic PR")
     args = parser.parse_args(argv)
-    gh = FakeGitHub(token=args.token, latency_s=args.latency_s, host=args.host, port=args.port)
+    gh = FakeGitHub(token=args.token, latency_s=args.latency_s, host=args.host, port=args.port,
+                    anonymous_rate_limit=args.anonymous_rate_limit,
+                    enforce_rate_limit=args.enforce_rate_limit)
     gh.start()
     try:
         sample = install_sample_pr(gh)

@@ -31,7 +31,7 @@ __all__ = ["LLMCall", "Responder", "ScriptedLLM"]
 
 Responder = Callable[[dict[str, Any]], dict[str, Any] | str]
 Outcome = Literal["completed", "aborted", "failed"]
-_POLL_S = 0.02  # how often a waiting request checks whether its client went away
+_CLOSING_POLL_S = 0.1  # how often a waiting request checks whether the server is stopping
 _STREAM_CHUNK_CHARS = 24
 
 
@@ -239,14 +239,25 @@ class ScriptedLLM:
             return None
 
     async def _wait(self, request: Request, seconds: float | None) -> bool:
-        """Sleep `seconds` (None: forever) in small steps; False as soon as the client is gone."""
+        """Sleep `seconds` (None: forever); False as soon as the client is gone or the server stops.
+
+        The disconnect is awaited, not polled: the ASGI server's `receive()` answers
+        `http.disconnect` the moment the client closes, so hundreds of waiting requests cost
+        nothing while they wait (polling `is_disconnected()` every few ms does not scale).
+        """
+        watcher = asyncio.ensure_future(_until_disconnected(request))
         deadline = None if seconds is None else time.monotonic() + seconds
-        while deadline is None or time.monotonic() < deadline:
-            if await request.is_disconnected() or self._closing.is_set():
-                return False
-            step = _POLL_S if deadline is None else min(_POLL_S, max(0.0, deadline - time.monotonic()))
-            await asyncio.sleep(step)
-        return not await request.is_disconnected()
+        try:
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return not watcher.done()
+                done, _ = await asyncio.wait({watcher}, timeout=_CLOSING_POLL_S if left is None
+                                             else min(left, _CLOSING_POLL_S))
+                if done or self._closing.is_set():
+                    return False
+        finally:
+            watcher.cancel()
 
     async def _chat(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -325,6 +336,11 @@ class ScriptedLLM:
         finally:
             # Cancelled or returned early because the client left: the answer was not delivered.
             self._finish(call, "aborted", 499)
+
+
+async def _until_disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _truncate(content: str, body: dict[str, Any]) -> tuple[str, str]:

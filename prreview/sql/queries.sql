@@ -200,3 +200,29 @@ SELECT id, pr_url, error, finished_at FROM jobs
 WHERE status = 'failed'
 ORDER BY finished_at DESC NULLS LAST
 LIMIT %(limit)s;
+
+-- name: resize_llm_slots
+-- Make exactly `slots` rows exist (the configured global LLM concurrency).
+WITH added AS (
+    INSERT INTO llm_slots (slot) SELECT generate_series(1, %(slots)s) ON CONFLICT DO NOTHING RETURNING slot
+)
+DELETE FROM llm_slots WHERE slot > %(slots)s;
+
+-- name: acquire_llm_slot
+UPDATE llm_slots SET holder = %(holder)s, job_id = %(job_id)s,
+    expires_at = now() + make_interval(secs => %(hold_s)s)
+WHERE slot = (
+    SELECT slot FROM llm_slots
+    WHERE holder IS NULL OR expires_at < now()
+    ORDER BY slot
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING slot;
+
+-- name: release_llm_slot
+UPDATE llm_slots SET holder = NULL, job_id = NULL, expires_at = NULL
+WHERE slot = %(slot)s AND holder = %(holder)s;
+
+-- name: llm_slots_in_use
+SELECT count(*) AS in_use FROM llm_slots WHERE holder IS NOT NULL AND expires_at >= now();

@@ -238,6 +238,26 @@ def test_secondary_rate_limit_matches_a_path(gh: FakeGitHub, client: httpx.Clien
     assert client.get(PR + "/files").status_code == 200
 
 
+def test_spent_budget_starts_a_new_window_unless_enforced() -> None:
+    with FakeGitHub(anonymous_rate_limit=2) as gh, httpx.Client(base_url=gh.url) as anonymous:
+        install_sample_pr(gh)
+        responses = [anonymous.get(PR) for _ in range(3)]
+        assert [r.status_code for r in responses] == [200, 200, 200]
+        assert [r.headers["x-ratelimit-remaining"] for r in responses] == ["1", "0", "1"]
+
+
+def test_enforced_hourly_budget_runs_out() -> None:
+    with FakeGitHub(anonymous_rate_limit=3, enforce_rate_limit=True) as gh, \
+            httpx.Client(base_url=gh.url) as anonymous:
+        install_sample_pr(gh)
+        statuses = [anonymous.get(PR).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 403]
+        last = anonymous.get(PR)
+        assert last.headers["x-ratelimit-remaining"] == "0" and last.headers["x-ratelimit-used"] == "3"
+        with httpx.Client(base_url=gh.url, headers={"Authorization": "Bearer other"}) as authenticated:
+            assert authenticated.get(PR).status_code == 200  # budgets are per caller
+
+
 def test_fail_next_then_recover(gh: FakeGitHub, client: httpx.Client) -> None:
     gh.fail_next(2, status=502)
     assert [client.get(PR).status_code for _ in range(3)] == [502, 502, 200]
@@ -380,6 +400,48 @@ def test_push_moves_the_head_and_keeps_old_anchors(gh: FakeGitHub, client: httpx
                                               "comments": [comment]}).status_code == 422
     assert client.post(PR + "/reviews", json={"event": "COMMENT", "body": "x", "commit_id": "f" * 40}
                        ).status_code == 422
+
+
+def test_compare_between_pushes(gh: FakeGitHub, client: httpx.Client) -> None:
+    pr = client.get(PR).json()
+    base, old_head = pr["base"]["sha"], pr["head"]["sha"]
+    config = next(f for f in SAMPLE_PR_FILES if f.filename == "payments/config.py")
+    assert isinstance(config.head, str)
+    new_head = gh.push("acme", "payments", 42, [
+        FakeFile("payments/config.py", base=config.base, head=config.head + "RETRIES = 3\n")],
+        messages=["Add RETRIES"])
+    since_review = client.get(f"/repos/acme/payments/compare/{old_head}...{new_head}").json()
+    assert (since_review["status"], since_review["ahead_by"], since_review["behind_by"]) == ("ahead", 1, 0)
+    assert [c["commit"]["message"] for c in since_review["commits"]] == ["Add RETRIES"]
+    assert [f["filename"] for f in since_review["files"]] == ["payments/config.py"]
+    assert since_review["files"][0]["patch"].endswith("\n+RETRIES = 3")
+    whole = client.get(f"/repos/acme/payments/compare/{base}...{new_head}").json()
+    assert whole["ahead_by"] == 4 and whole["merge_base_commit"]["sha"] == base
+    assert {f["filename"] for f in whole["files"]} == {f.filename for f in SAMPLE_PR_FILES}
+    same = client.get(f"/repos/acme/payments/compare/{new_head}...{new_head}").json()
+    assert same["status"] == "identical" and same["files"] == []
+    assert client.get(f"/repos/acme/payments/compare/{base}...{'0' * 40}").status_code == 404
+
+
+def test_put_file_outside_the_diff(gh: FakeGitHub, client: httpx.Client) -> None:
+    gh.put_file("acme", "payments", ".pr-review.yml", "ignore: ['docs/**']\n", ref="main")
+    data = client.get("/repos/acme/payments/contents/.pr-review.yml", params={"ref": "main"}).json()
+    assert base64.b64decode(data["content"]) == b"ignore: ['docs/**']\n"
+    assert all(f["filename"] != ".pr-review.yml" for f in client.get(PR + "/files").json())
+    # Stored before any PR, a file is part of the base (and head) of PRs opened on that branch.
+    gh.put_file("acme", "fresh", "setup.cfg", "[metadata]\n", ref="main")
+    gh.add_pr("acme", "fresh", 1, [FakeFile("a.py", head="a = 1\n")])
+    fresh = client.get("/repos/acme/fresh/pulls/1").json()
+    for sha in (fresh["base"]["sha"], fresh["head"]["sha"]):
+        assert client.get("/repos/acme/fresh/contents/setup.cfg", params={"ref": sha}).status_code == 200
+
+
+def test_fault_on_one_method_only(gh: FakeGitHub, client: httpx.Client) -> None:
+    gh.fail_next(1, status=422, match="/reviews", method="POST")
+    assert client.get(PR + "/reviews").status_code == 200  # a GET is not the target
+    rejected = client.post(PR + "/reviews", json={"body": "x", "event": "COMMENT"})
+    assert rejected.status_code == 422 and rejected.json()["message"] == "Unprocessable Entity"
+    assert client.post(PR + "/reviews", json={"body": "x", "event": "COMMENT"}).status_code == 200
 
 
 def test_concurrent_comments_are_all_kept(gh: FakeGitHub) -> None:

@@ -15,7 +15,7 @@ export class ApiError extends Error {
   get sentence() {
     const text = /[.!?]$/.test(this.message) ? this.message : `${this.message}.`;
     if (this.retryAfterS !== null && (this.status === 429 || this.status === 503)) {
-      return `${text} Try again in ${duration(this.retryAfterS)}.`;
+      return `${text} Retry in ${duration(this.retryAfterS)}.`;
     }
     return text;
   }

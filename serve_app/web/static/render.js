@@ -21,9 +21,14 @@ export function verdictBadge(verdict) {
     VERDICT_LABELS[verdict] || String(verdict));
 }
 
+// `code` spans in model text become <code> elements; everything else stays plain text.
+export function withCode(text) {
+  return String(text ?? "").split(/`([^`\n]+)`/).map((part, i) => (i % 2 ? el("code", {}, part) : part));
+}
+
 function paragraphs(text, className) {
   const parts = String(text || "").split(/\n\s*\n/).map((p) => p.trim()).filter(Boolean);
-  return parts.map((part) => el("p", { class: className }, part));
+  return parts.map((part) => el("p", { class: className }, withCode(part)));
 }
 
 async function sha256Hex(text) {
@@ -52,7 +57,7 @@ function findingNode(prUrl, finding) {
   return el("article", { class: `finding sev-border-${finding.severity}`, dataset: { severity: finding.severity } },
     el("header", { class: "finding-head" },
       severityBadge(finding.severity),
-      el("h4", { class: "finding-title" }, finding.title || "(untitled finding)"),
+      el("h4", { class: "finding-title" }, withCode(finding.title || "(untitled finding)")),
       el("span", { class: "finding-meta" }, lineLink(prUrl, finding), " · ", finding.category || "general")),
     paragraphs(finding.body, "finding-body"),
     finding.suggestion ? el("div", { class: "suggestion" },

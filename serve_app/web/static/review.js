@@ -201,6 +201,7 @@ class ReviewView {
     this.bar.max = Math.max(total, 1);
     this.bar.value = Math.min(done, Math.max(total, 1));
     this.files.textContent = total > 0 ? `${done} of ${plural(total, "file")} reviewed` : "";
+    this.bar.parentElement.hidden = total === 0;
     this.calls.textContent = count(job.usage.llm_calls);
     this.promptTokens.textContent = count(job.usage.prompt_tokens);
     this.completionTokens.textContent = count(job.usage.completion_tokens);

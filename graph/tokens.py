@@ -1,0 +1,60 @@
+"""Token counts from the served model's own tokenizer, so prompt packing fits its context exactly.
+
+Only when the tokenizer cannot be had (an external endpoint's model, a model absent from this node)
+does packing fall back to the character-based estimate, and it says so in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from graph.context import estimate_tokens
+
+log = logging.getLogger(__name__)
+
+TokenCounter = Callable[[str], int]
+
+
+@lru_cache(maxsize=8)
+def tokenizer_counter(model_source: str | None) -> TokenCounter:
+    """A counter for `model_source` (a Hugging Face id or a model directory) from local files only (the
+    directory, or the Hugging Face cache): never a download on an agent's start. Falls back to
+    `estimate_tokens`, with a warning, when no tokenizer loads."""
+    if not model_source:
+        log.warning("no model named: prompt packing uses estimated token counts")
+        return estimate_tokens
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        log.warning("transformers is not installed: prompt packing uses estimated token counts")
+        return estimate_tokens
+    source = os.path.expanduser(model_source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as exc:  # what transformers raises for missing or foreign files
+        log.warning("no tokenizer for %s (%s): prompt packing uses estimated token counts",
+                    model_source, _first_line(exc))
+        return estimate_tokens
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the Rust tokenizer directly: no Python-side special-token handling per call
+        return lambda text: len(backend.encode(text, add_special_tokens=False).ids)
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def served_context_tokens(model_card: Mapping[str, Any]) -> int | None:
+    """The context window an OpenAI-compatible `/v1/models` entry declares, if it declares one:
+    Ray Serve LLM puts it in `metadata.max_request_context_length`, plain vLLM in `max_model_len`."""
+    metadata = model_card.get("metadata") or {}
+    for value in (metadata.get("max_request_context_length"), model_card.get("max_model_len")):
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

@@ -1,0 +1,95 @@
+"""The CLI's batch command and cluster summary (`pr-review batch`, `pr-review status` with no id)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from prreview.config import load_settings
+from serve_app.batch import STATUSES, STYLES, BatchError, run_batch
+from serve_app.client import Client
+
+console = Console()
+err = Console(stderr=True)
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def batch(
+    source: Annotated[str, typer.Argument(metavar="FILE|-", help="PR URLs, one a line ('-' reads stdin); "
+                                          "blank lines and # comments are skipped")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", file_okay=False, help="result folder (default: $PR_REVIEW_HOME/batches/<FILE name>)",
+    )] = None,
+    post: Annotated[bool, typer.Option("--post", help="publish each review on GitHub")] = False,
+    poll_s: Annotated[float, typer.Option("--poll-s", min=0.1, help="seconds between progress checks")] = 1.0,
+) -> None:
+    """Review every PR listed in FILE: live progress, one .md and .json per PR, a summary table.
+
+    Run the same command again to resume: finished reviews are reused, never repeated."""
+    settings = load_settings()
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read {source}: {exc}", EXIT_BAD_INPUT)
+    out_dir = out or settings.home / "batches" / ("stdin" if source == "-" else Path(source).stem or "batch")
+    with Client(settings.api_url) as api:
+        try:
+            summary = run_batch(api, text.splitlines(), out_dir, console,
+                                options={"post": True} if post else None, poll_s=poll_s)
+        except BatchError as exc:
+            _fail(f"{exc} (API: {settings.api_url})", EXIT_BAD_INPUT if "no PR URL" in str(exc) else 1)
+        except KeyboardInterrupt:
+            _fail("interrupted; the reviews go on in the service: run the same command again to resume",
+                  EXIT_INTERRUPTED)
+    if summary["exit_status"]:
+        bad = [r for r in summary["reviews"] if r["status"] in ("failed", "cancelled")]
+        _fail(f"{len(bad)} of {len(summary['reviews'])} review(s) did not succeed "
+              f"(see {out_dir / 'summary.md'})", summary["exit_status"])
+
+
+def cluster(api: Client) -> dict[str, Any]:
+    """`GET /v1/cluster` through the CLI's client, with its error handling."""
+    return api._json(api._http.get("/v1/cluster"))  # the client's own plumbing; no public method yet
+
+
+def show_cluster(api: Client) -> None:
+    """Print the cluster summary: queue, replicas per deployment, recent failures."""
+    info = cluster(api)
+    queue = info["queue"]
+    console.print("queue: " + "  ".join(f"{k}={queue[k]}" for k in STATUSES), highlight=False)
+    table = Table(title="Serve deployments")
+    for column in ("application", "deployment", "status", "replicas"):
+        table.add_column(column)
+    for app_name, app in sorted(info["applications"].items()):
+        for name, dep in sorted(app["deployments"].items()):
+            replicas = ", ".join(f"{n} {state.lower()}" for state, n in sorted(dep["replicas"].items()))
+            table.add_row(f"{app_name} ({app['status'].lower()})", name, dep["status"].lower(),
+                          replicas or "none")
+    if info["applications"]:
+        console.print(table)
+    else:
+        console.print("Serve deployments: not reported (the API runs outside Ray Serve)", highlight=False)
+    failures = info["recent_failures"]
+    console.print(f"recent failures: {len(failures) or 'none'}", highlight=False)
+    for failure in failures:
+        error = failure.get("error") or {}
+        style = STYLES["failed"]
+        console.print(f"  {(failure.get('finished_at') or '')[:19]}  {failure['id']}  {failure['pr_url']}  "
+                      f"[{style}]{error.get('code')}[/{style}]: {error.get('message', '')}",
+                      highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("batch")(batch)
