@@ -36,7 +36,8 @@ class Sample:
     replicas: int  # agent replicas RUNNING (serving requests)
     replicas_target: int  # agent replicas wanted by the autoscaler: running + starting
     agent_cpu_pct: float  # all agent replica processes together, % of one core
-    machine_cpu_pct: float  # the whole machine, % of all its cores
+    cluster_cpu_pct: float  # every process of the local Ray cluster (agents included), % of one core
+    machine_cpu_pct: float  # the whole machine (shared with anything else running), % of all its cores
 
 
 def agent_replicas() -> tuple[int, int]:
@@ -52,32 +53,43 @@ def agent_replicas() -> tuple[int, int]:
 
 
 class _CpuMeter:
-    """CPU % of the agent replica processes since the previous reading (psutil keeps the deltas)."""
+    """CPU use since the previous reading of this process's descendants: the local Ray cluster
+    (GCS, raylet, dashboard, Serve's controller, proxy and replicas). The driver itself, which
+    also hosts the fake GitHub and the scripted LLM, is left out."""
 
     def __init__(self) -> None:
-        self._procs: dict[int, psutil.Process] = {}
+        self._driver = psutil.Process()
+        self._known: dict[int, psutil.Process] = {}
+        for proc in self._driver.children(recursive=True):
+            self._known[proc.pid] = proc
+            proc.cpu_percent(None)  # starts its clock
         psutil.cpu_percent(None)
 
-    def _agent_processes(self) -> list[psutil.Process]:
-        found: list[psutil.Process] = []
-        for proc in psutil.process_iter(["cmdline"]):
-            cmdline = " ".join(proc.info.get("cmdline") or [])
-            if _AGENT_PROCESS_TITLE in cmdline:
-                known = self._procs.setdefault(proc.pid, proc)
-                if known is proc:
-                    proc.cpu_percent(None)  # first reading of a new process only starts its clock
-                found.append(known)
-        self._procs = {p.pid: p for p in found}
-        return found
+    def _percent(self, proc: psutil.Process) -> float:
+        known = self._known.get(proc.pid)
+        if known is not None:
+            return known.cpu_percent(None)
+        # Born since the last reading: its whole life so far (a replica's start-up counts).
+        proc.cpu_percent(None)
+        times = proc.cpu_times()
+        return 100.0 * (times.user + times.system) / max(time.time() - proc.create_time(), 0.1)
 
-    def read(self) -> tuple[float, float]:
-        total = 0.0
-        for proc in self._agent_processes():
+    def read(self) -> tuple[float, float, float]:
+        """(agent replicas, whole cluster, machine): the first two in % of one core."""
+        agents = cluster = 0.0
+        alive: dict[int, psutil.Process] = {}
+        for proc in self._driver.children(recursive=True):
             try:
-                total += proc.cpu_percent(None)
-            except psutil.Error:  # the replica exited between the listing and the reading
+                title = " ".join(proc.cmdline())
+                percent = self._percent(proc)
+            except psutil.Error:  # exited between the listing and the reading
                 continue
-        return total, psutil.cpu_percent(None)
+            alive[proc.pid] = self._known.get(proc.pid, proc)
+            cluster += percent
+            if _AGENT_PROCESS_TITLE in title:
+                agents += percent
+        self._known = alive
+        return agents, cluster, psutil.cpu_percent(None)
 
 
 class TimelineRecorder:
@@ -144,11 +156,11 @@ class TimelineRecorder:
         row = conn.execute(queries()["queue_stats"]).fetchone()
         assert row is not None
         running_replicas, live_replicas = agent_replicas()
-        agent_cpu, machine_cpu = meter.read()
+        agent_cpu, cluster_cpu, machine_cpu = meter.read()
         return Sample(t_s=round(t_s, 1), pending=row["queued"], running=row["running"],
                       done=row["succeeded"] + row["failed"] + row["cancelled"], replicas=running_replicas,
                       replicas_target=live_replicas, agent_cpu_pct=round(agent_cpu, 1),
-                      machine_cpu_pct=round(machine_cpu, 1))
+                      cluster_cpu_pct=round(cluster_cpu, 1), machine_cpu_pct=round(machine_cpu, 1))
 
 
 def write_csv(samples: list[Sample], path: Path) -> None:
@@ -161,20 +173,22 @@ def write_csv(samples: list[Sample], path: Path) -> None:
 
 def markdown_table(samples: list[Sample], every_s: float = 5.0) -> str:
     """One row per `every_s` seconds (the first sample at or after each step), plus the last one."""
-    header = ("| t (s) | pending | running | done | replicas | wanted | agent CPU (% of a core) "
-              "| machine CPU (%) |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
+    header = ("| t (s) | pending | running | done | replicas | wanted | agents CPU | cluster CPU "
+              "| machine CPU |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows, next_t = [], 0.0
     for i, s in enumerate(samples):
         if s.t_s >= next_t or i == len(samples) - 1:
             rows.append(f"| {s.t_s:.0f} | {s.pending} | {s.running} | {s.done} | {s.replicas} "
-                        f"| {s.replicas_target} | {s.agent_cpu_pct:.0f} | {s.machine_cpu_pct:.0f} |")
+                        f"| {s.replicas_target} | {s.agent_cpu_pct:.0f}% | {s.cluster_cpu_pct:.0f}% "
+                        f"| {s.machine_cpu_pct:.0f}% |")
             next_t = s.t_s - s.t_s % every_s + every_s
     return "\n".join([header, *rows])
 
 
 def plot(samples: list[Sample], path: Path, *, title: str, max_replicas: int,
-         spike_t: float | None = None) -> None:
-    """Three panels sharing the time axis: jobs, agent replicas, CPU use."""
+         spike_t: float | None = None, agent_num_cpus: float | None = None) -> None:
+    """Three panels sharing the time axis: jobs, agent replicas, CPU use. `agent_num_cpus` (the
+    CPUs each replica reserves) adds the pool's reservation, what a CPU autoscaler divides by."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -197,11 +211,14 @@ def plot(samples: list[Sample], path: Path, *, title: str, max_replicas: int,
     pool.set_yticks(range(0, max_replicas + 1))
     pool.legend(loc="upper right")
 
-    cpu.plot(t, [s.agent_cpu_pct for s in samples], label="agent replicas, % of one core", color="tab:red")
-    cpu.plot(t, [s.machine_cpu_pct for s in samples], label="whole machine, % of all cores",
-             color="tab:purple", alpha=0.6)
-    cpu.set_ylabel("CPU %")
-    cpu.set_ylim(0, max(100.0, *(s.agent_cpu_pct * 1.1 for s in samples)))
+    cpu.plot(t, [s.cluster_cpu_pct for s in samples], label="whole Ray cluster", color="tab:purple",
+             alpha=0.5)
+    cpu.plot(t, [s.agent_cpu_pct for s in samples], label="agent replicas", color="tab:red")
+    if agent_num_cpus is not None:
+        cpu.step(t, [100 * agent_num_cpus * s.replicas for s in samples], where="post", color="tab:red",
+                 linestyle="--", alpha=0.6, label=f"agents' reservation ({agent_num_cpus:g} CPU each)")
+    cpu.set_ylabel("CPU, % of one core")
+    cpu.set_ylim(0, max(100.0, *(s.cluster_cpu_pct * 1.1 for s in samples)))
     cpu.set_xlabel("seconds")
     cpu.legend(loc="upper right")
     for axis in (jobs, pool, cpu):

@@ -8,39 +8,24 @@ timeline as CSV and a PNG plot, and prints a table.
     python -m bench.autoscale                       # 60 reviews, 2 s LLM latency
     python -m bench.autoscale --reviews 100 --latency-s 3
 
-Uses DATABASE_URL's server when set (in a fresh database, dropped afterwards), otherwise the
-embedded PostgreSQL in a temporary PR_REVIEW_HOME.
+Runs in a fresh database on DATABASE_URL's server (bench/_harness.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import psycopg
+import psutil
 
+from bench._harness import add_prs, bench_stack
 from bench._timeline import AGENT, TimelineRecorder, agent_replicas, markdown_table, plot, write_csv
-from prreview.config import load_settings
-from prreview.fakes.github import FakeFile, FakeGitHub
-from prreview.fakes.llm import ScriptedLLM
 from serve_app.client import Client
-from serve_app.local import LocalStack
 from serve_app.serve_config import load_apps
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
@@ -53,85 +38,44 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
     return time.monotonic() - start
 
 
-@contextmanager
-def fresh_database(server_url: str | None) -> Iterator[str | None]:
-    """A new empty database on `server_url` (dropped on exit); None means the embedded server."""
-    if not server_url:
-        yield None
-        return
-    name = f"bench_autoscale_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    info = psycopg.conninfo.conninfo_to_dict(server_url)
-    info["dbname"] = name
-    try:
-        yield psycopg.conninfo.make_conninfo(**info)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def add_prs(github: FakeGitHub, count: int) -> list[str]:
-    """`count` distinct one-file PRs (each a distinct review; none is deduplicated)."""
-    urls = []
-    for number in range(1, count + 1):
-        base = "import json\n\n\ndef handler(request):\n    return json.loads(request.body)\n"
-        head = f"import json\n\n\ndef handler(request):\n    return eval(request.body)  # {number}\n"
-        github.add_pr("acme", "shop", number, [FakeFile(f"svc/handler_{number}.py", base=base, head=head)],
-                      title=f"Handler change {number}", body="Spike for the autoscaling benchmark.")
-        urls.append(github.pr_url("acme", "shop", number))
-    return urls
-
-
 def run(reviews: int, latency_s: float, csv_path: Path, png_path: Path, settle_s: float,
         scale_down_timeout_s: float) -> str:
-    autoscaling = load_apps()["reviews"].deployments[AGENT]["autoscaling_config"]
+    agent = load_apps()["reviews"].deployments[AGENT]
+    autoscaling = agent["autoscaling_config"]
+    num_cpus = agent.get("ray_actor_options", {}).get("num_cpus")
     low, high = int(autoscaling["min_replicas"]), int(autoscaling["max_replicas"])
-    github, llm = FakeGitHub(), ScriptedLLM(latency_s=latency_s)
-    github.start()
-    llm.start()
-    home = tempfile.mkdtemp(prefix="pr-review-bench-")
-    with fresh_database(os.environ.get("DATABASE_URL")) as database_url:
-        env = {"GITHUB_API_URL": github.url, "LLM_BASE_URL": llm.base_url, "LLM_MODEL": llm.model,
-               "PR_REVIEW_HOME": home, "PR_REVIEW_HTTP_PORT": str(_free_port()),
-               "PR_REVIEW_DASHBOARD_PORT": str(_free_port())}
-        if database_url:
-            env["DATABASE_URL"] = database_url
-        os.environ.update(env)
-        os.environ.pop("GITHUB_TOKEN", None)
-        stack = LocalStack(load_settings(), with_llm_app=False)
-        print("starting Ray, Serve and the review app...", flush=True)
-        try:
-            stack.start()
-            _wait(lambda: agent_replicas() == (low, low), 120, "the agent pool at its minimum")
-            urls = add_prs(github, reviews)
-            with Client(stack.settings.api_url) as api, \
-                    TimelineRecorder(os.environ["DATABASE_URL"]) as recorder:
-                time.sleep(settle_s)  # a few idle samples before the spike
-                spike_t = recorder.elapsed_s()
-                api.submit_batch(urls)
-                print(f"submitted {reviews} reviews (LLM latency {latency_s:g} s)", flush=True)
-                up = _wait(lambda: agent_replicas()[0] == high, 180, f"{high} agent replicas")
-                drained = up + _wait(lambda: _drained(recorder, reviews), 600, "the queue to drain")
-                down = drained + _wait(lambda: agent_replicas() == (low, low), scale_down_timeout_s,
-                                       f"the pool back at {low} replica(s)")
-                time.sleep(settle_s)
-            samples = recorder.snapshot()
-        finally:
-            stack.stop()
-            github.stop()
-            llm.stop()
+    print("starting Ray, Serve and the review app...", flush=True)
+    with bench_stack(llm_latency_s=latency_s) as stack:
+        _wait(lambda: agent_replicas() == (low, low), 120, "the agent pool at its minimum")
+        urls = add_prs(stack.github, reviews, files=1)
+        with Client(stack.api_url) as api, TimelineRecorder(stack.database_url) as recorder:
+            time.sleep(settle_s)  # a few idle samples before the spike
+            spike_t = recorder.elapsed_s()
+            api.submit_batch(urls)
+            print(f"submitted {reviews} reviews (LLM latency {latency_s:g} s)", flush=True)
+            up = _wait(lambda: agent_replicas()[0] == high, 180, f"{high} agent replicas")
+            drained = up + _wait(lambda: _drained(recorder, reviews), 600, "the queue to drain")
+            down = drained + _wait(lambda: agent_replicas() == (low, low), scale_down_timeout_s,
+                                   f"the pool back at {low} replica(s)")
+            time.sleep(settle_s)
+        samples = recorder.snapshot()
+        peak_llm_calls = stack.llm.peak_in_flight
     write_csv(samples, csv_path)
     plot(samples, png_path, max_replicas=high, spike_t=spike_t,
+         agent_num_cpus=num_cpus,
          title=f"{reviews} reviews at once, LLM latency {latency_s:g} s: ReviewAgent {low} → {high} → {low}")
     busy = [s for s in samples if s.running or s.pending]
+    # Per busy replica, leaving out samples where a replica was starting (its imports burn CPU).
+    steady = [s.agent_cpu_pct / s.replicas for s in busy if s.replicas and s.replicas == s.replicas_target]
     summary = (
         f"spike at t={spike_t:.0f} s; after it: {high} replicas running at +{up:.0f} s, queue drained at "
         f"+{drained:.0f} s, back to {low} replica(s) at +{down:.0f} s.\n"
-        f"peak LLM calls in flight: {llm.peak_in_flight}; while busy: agent CPU max "
-        f"{max(s.agent_cpu_pct for s in busy):.0f}% of one core (mean "
-        f"{sum(s.agent_cpu_pct for s in busy) / len(busy):.0f}%), machine CPU max "
-        f"{max(s.machine_cpu_pct for s in busy):.0f}%."
+        f"peak LLM calls in flight: {peak_llm_calls}. While reviews were pending or running, in % of "
+        f"one core: all agents max {max(s.agent_cpu_pct for s in busy):.0f}% (mean "
+        f"{sum(s.agent_cpu_pct for s in busy) / len(busy):.0f}%), per replica with none starting mean "
+        f"{sum(steady) / len(steady):.0f}% (each reserves {num_cpus}), whole Ray cluster mean "
+        f"{sum(s.cluster_cpu_pct for s in busy) / len(busy):.0f}%; machine ({psutil.cpu_count()} cores, "
+        f"shared) mean {sum(s.machine_cpu_pct for s in busy) / len(busy):.0f}% of all cores."
     )
     if recorder.errors:
         summary += f"\n{len(recorder.errors)} failed samples, first: {recorder.errors[0]}"

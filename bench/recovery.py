@@ -19,13 +19,11 @@ import httpx
 import psycopg
 
 from bench._harness import add_prs, bench_stack, percentile
+from serve_app.local import replica_pids
 
 
 def agent_pids() -> list[int]:
-    from ray.util.state import list_actors
-
-    return [a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-            if "ReviewAgent" in (a.class_name or "") and a.pid]
+    return replica_pids("ReviewAgent")
 
 
 def run_batch(api_url: str, urls: list[str], database_url: str, kill_every_s: float | None) -> list:

@@ -172,11 +172,14 @@ def find_scopes(diff: FileDiff, head_text: str) -> list[dict[str, Any]]:
     previous_end = 0
     for index, hunk in enumerate(diff.hunks):
         shown = [ln.new for ln in hunk.lines if ln.new is not None]
-        first_changed = next((ln for ln in hunk.lines if ln.kind in "+-"), None)
-        if not shown or first_changed is None:
+        position = next((i for i, ln in enumerate(hunk.lines) if ln.kind in "+-"), None)
+        if not shown or position is None:
             continue
-        start = shown[0]
-        anchor = first_changed.new if first_changed.new is not None else start
+        start, first_changed = shown[0], hunk.lines[position]
+        # where the change is on the new side: an added line's number, or just below the
+        # unchanged lines before a removal
+        before = [ln.new for ln in hunk.lines[:position] if ln.new is not None]
+        anchor = first_changed.new or (before[-1] + 1 if before else start)
         reference = _indent(first_changed.text)
         found: int | None = None
         floor = max(previous_end + 1, anchor - MAX_SCOPE_SCAN, 1)

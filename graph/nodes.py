@@ -37,6 +37,7 @@ from prreview.errors import (
     GitHubTransient,
     LLMBadOutput,
     LLMError,
+    LLMTimeout,
 )
 from prreview.models import SEVERITY_ORDER, ReviewOptions
 from prreview.urls import PRRef
@@ -201,15 +202,15 @@ def _context_overflow(exc: LLMError) -> bool:
     return "context length" in text or "context window" in text or "too many tokens" in text
 
 
-async def _ask(ctx: ReviewContext, prompt: str, paths: list[str]) -> dict[str, Any]:
-    """One group's answer; a malformed one is asked for once more, reminded of the format."""
-    schema = group_review_schema(paths)
+async def _ask(ctx: ReviewContext, prompt: str, schema_name: str, schema: dict[str, Any],
+               max_tokens: int | None = None) -> dict[str, Any]:
+    """The model's JSON answer; a malformed one is asked for once more, reminded of the format."""
     for attempt in range(2):
         content = prompt + (REPAIR_NOTE if attempt else "")
         try:
             answer, _ = await ctx.llm.chat_json(
                 [{"role": "system", "content": template("system")}, {"role": "user", "content": content}],
-                schema_name="group_review", schema=schema, meter=ctx.meter)
+                schema_name=schema_name, schema=schema, meter=ctx.meter, max_tokens=max_tokens)
             return answer
         except LLMBadOutput:
             if attempt:
@@ -223,23 +224,24 @@ async def _review_chunks(ctx: ReviewContext, task: GroupTask,
     prompt = group_prompt(task["repo"], task["number"], task["pr"], task["prompt"],
                           "\n\n".join(c["text"] for c in chunks), MAX_FINDINGS_PER_GROUP)
     reason: str
+    code = "llm_error"
     try:
-        answer = await _ask(ctx, prompt, paths)
+        answer = await _ask(ctx, prompt, "group_review", group_review_schema(paths))
     except BudgetExceeded as exc:
-        reason = f"not reviewed: {exc.message}"
-    except LLMBadOutput:
-        reason = "the model's answer was not the JSON asked for (twice)"
+        reason, code = f"not reviewed: {exc.message}", exc.code
+    except LLMBadOutput as exc:
+        reason, code = "the model's answer was not the JSON asked for (twice)", exc.code
     except LLMError as exc:
         if _context_overflow(exc) and len(chunks) > 1:  # the token count was short: halve and retry
             half = len(chunks) // 2
             first = await _review_chunks(ctx, task, chunks[:half])
             second = await _review_chunks(ctx, task, chunks[half:])
             return first[0] + second[0], first[1] + second[1]
-        reason = f"the model failed on this part: {exc.message[:200]}"
+        reason, code = f"the model failed on this part: {exc.message[:200]}", exc.code
     else:
         raw = answer.get("findings") if isinstance(answer, dict) else None
         return [dict(f, source="model") for f in raw or [] if isinstance(f, dict)], []
-    return [], [{"path": p, "reason": reason} for p in paths]
+    return [], [{"path": p, "reason": reason, "code": code} for p in paths]
 
 
 async def review_group(task: GroupTask, runtime: Runtime[ReviewContext]) -> dict[str, Any]:
@@ -257,8 +259,10 @@ async def collect(state: ReviewState, runtime: Runtime[ReviewContext]) -> dict[s
     options, config = _options(state), RepoConfig(**state["config"])
     failed = state.get("group_skipped", [])
     planned = {p for g in state["groups"] for p in g["paths"]}
-    if planned and {s["path"] for s in failed} >= planned:
-        raise LLMError(f"No part of the PR could be reviewed: {failed[0]['reason']}")
+    if planned and {s["path"] for s in failed} >= planned:  # nothing reviewed: the job fails, with the cause
+        by_code = {cls.code: cls for cls in (BudgetExceeded, LLMTimeout, LLMBadOutput, LLMError)}
+        raise by_code.get(failed[0].get("code", ""), LLMError)(
+            f"No part of the PR could be reviewed: {failed[0]['reason']}")
     post = {d.path: d for d in _diffs(state["pr"]["files"])}
     shown = {d.path: d for d in _diffs(state["review_files"], state.get("scopes"))}
     anchorer = Anchorer(post, shown, same_numbers_left=not state.get("incremental"))
@@ -267,17 +271,21 @@ async def collect(state: ReviewState, runtime: Runtime[ReviewContext]) -> dict[s
     anchored = [f for f in map(anchorer.anchor, normalized) if f is not None]
     kept = [f for f in anchored if config.keeps(f["severity"]) and not config.ignored_by(f["path"])]
     posted = set((state.get("prior") or {}).get("posted_keys", []))
-    fresh = [f for f in kept if key_of(f, post) not in posted]
+    merged = merge_duplicates(kept)  # before the posted check: what was posted was merged the same way
+    fresh = [f for f in merged if key_of(f, post) not in posted]
     max_nits = min(options.max_nits, config.max_nits if config.max_nits is not None else options.max_nits)
-    findings = rank(merge_duplicates(fresh), max_nits=max_nits, max_findings=options.max_findings)
+    findings = rank(fresh, max_nits=max_nits, max_findings=options.max_findings)
     failed_paths = {s["path"] for s in failed}
     reviewed = sorted(planned - failed_paths)
     stats = {"proposed": len(raw), "unusable": len(raw) - len(normalized),
              "off_diff": len(normalized) - len(anchored), "below_threshold": len(anchored) - len(kept),
-             "already_posted": len(kept) - len(fresh), "kept": len(findings)}
+             "merged": len(kept) - len(merged), "already_posted": len(merged) - len(fresh),
+             "kept": len(findings)}
     await runtime.context.progress.emit("step", {"step": "summarize", "findings": len(findings), **stats},
                                         progress={"step": "summarize"})
-    return {"findings": findings, "skipped": state["skipped"] + failed, "files_reviewed": reviewed}
+    skipped = state["skipped"] + [{"path": s["path"], "reason": s["reason"]} for s in failed]
+    repeated = [{k: f[k] for k in ("path", "line", "severity", "title")} for f in merged if f not in fresh]
+    return {"findings": findings, "skipped": skipped, "files_reviewed": reviewed, "repeated": repeated}
 
 
 def decide_verdict(model_verdict: str | None, findings: list[dict[str, Any]], request_changes_at: str) -> str:
@@ -291,10 +299,14 @@ def decide_verdict(model_verdict: str | None, findings: list[dict[str, Any]], re
     return "comment" if model_verdict in ("comment", "request_changes") else "approve"
 
 
+def _severity_counts(findings: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{n} {s}" for s in SEVERITY_ORDER if (n := sum(f["severity"] == s for f in findings)))
+
+
 def fallback_summary(findings: list[dict[str, Any]]) -> str:
     if not findings:
         return "No problems found in the changed lines."
-    counts = ", ".join(f"{n} {s}" for s in SEVERITY_ORDER if (n := sum(f["severity"] == s for f in findings)))
+    counts = _severity_counts(findings)
     return f"Found {len(findings)} issue(s) ({counts}); the most severe: {findings[0]['title']}."
 
 
@@ -307,14 +319,16 @@ async def summarize(state: ReviewState, runtime: Runtime[ReviewContext]) -> dict
                             skipped=skipped, analyzers=analyzers, findings=findings)
     verdict: str | None = None
     try:
-        answer, _ = await ctx.llm.chat_json(
-            [{"role": "system", "content": template("system")}, {"role": "user", "content": prompt}],
-            schema_name="review_summary", schema=SUMMARY_SCHEMA, meter=ctx.meter, max_tokens=400)
+        answer = await _ask(ctx, prompt, "review_summary", SUMMARY_SCHEMA, max_tokens=400)
         summary, verdict = str(answer.get("summary") or "").strip(), str(answer.get("verdict") or "")
-    except (LLMBadOutput, BudgetExceeded) as exc:  # the findings stand without the model's prose
+    except LLMBadOutput as exc:  # the findings stand without the model's prose
         log.warning("summary of %s#%s written without the model: %s", state["repo"], state["number"], exc)
         summary = ""
     summary = summary or fallback_summary(findings)
+    repeated = state.get("repeated", [])
+    if repeated:
+        summary += (f"\n\nStill open from earlier reviews (already commented on, not repeated): "
+                    f"{len(repeated)} finding(s), {_severity_counts(repeated)}.")
     if incremental:
         summary += (f"\n\nIncremental review: {incremental['files_changed']} file(s) changed since "
                     f"{incremental['since'][:12]}; the rest of the PR was reviewed before.")
@@ -322,7 +336,9 @@ async def summarize(state: ReviewState, runtime: Runtime[ReviewContext]) -> dict
         summary += f"\n\nNot reviewed ({len(skipped)} file(s)): {skipped_summary(skipped)}."
     if config.notes:
         summary += "\n\nRepository instructions: " + "; ".join(config.notes) + "."
-    review = {"summary": summary, "verdict": decide_verdict(verdict, findings, config.request_changes_at),
+    # findings posted before and found again still count: a re-review does not approve them away
+    verdict = decide_verdict(verdict, findings + repeated, config.request_changes_at)
+    review = {"summary": summary, "verdict": verdict,
               "findings": findings, "files_reviewed": reviewed, "files_skipped": skipped,
               "model": await ctx.llm.model(), "analyzers": analyzers, "incremental": incremental,
               "repo_config": {"sources": config.sources, "notes": config.notes}}

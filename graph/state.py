@@ -27,6 +27,7 @@ class ReviewState(TypedDict, total=False):
     group_skipped: Annotated[list[dict[str, str]], operator.add]  # parts the model could not review
     files_reviewed: list[str]
     findings: list[dict[str, Any]]     # anchored, deduplicated, ranked
+    repeated: list[dict[str, Any]]     # found again but already posted on the PR: not repeated
     review: dict[str, Any]
 
 

@@ -8,15 +8,18 @@ review: nothing is reviewed twice and no LLM call is repeated.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
@@ -36,7 +39,11 @@ STYLES = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "invalid
 
 
 class BatchError(Exception):
-    """The batch could not run at all (no input, API unreachable); the message is one line."""
+    """The batch could not run or finish (API unreachable); the message is one line."""
+
+
+class EmptyBatch(BatchError):
+    """The input names no PR at all."""
 
 
 # --- input --------------------------------------------------------------------------------------
@@ -169,14 +176,12 @@ class BatchRun:
     batch_ids: list[str] = field(default_factory=list)
     reused: int = 0  # reviews already finished when this run submitted them
     duplicates: int = 0  # lines naming a PR already listed (same text, or the same review)
-    _written: set[str] = field(default_factory=set)
 
     def submit(self, entries: list[Entry]) -> None:
         """Submit `entries` (in chunks) and record each one's review id or refusal."""
         for start in range(0, len(entries), CHUNK_URLS):
             chunk = entries[start:start + CHUNK_URLS]
-            urls = [e.text for e in chunk]
-            answer = _with_retries(lambda urls=urls: self.api.submit_batch(urls, self.options))
+            answer = _with_retries(partial(self.api.submit_batch, [e.text for e in chunk], self.options))
             self.batch_ids.append(str(answer["id"]))
             for entry, item in zip(chunk, answer["reviews"], strict=True):
                 entry.error, entry.retry = item.get("error"), False
@@ -217,10 +222,8 @@ class BatchRun:
             return None
         stem = self.out_dir / result_stem(entry.job)
         markdown, data = stem.with_suffix(".md"), stem.with_suffix(".json")
-        if entry.review_id not in self._written:
-            markdown.write_text(review_markdown(entry.job), encoding="utf-8")
-            data.write_text(json.dumps(entry.job, indent=2) + "\n", encoding="utf-8")
-            self._written.add(str(entry.review_id))
+        markdown.write_text(review_markdown(entry.job), encoding="utf-8")
+        data.write_text(json.dumps(entry.job, indent=2) + "\n", encoding="utf-8")
         return markdown, data
 
     def counts(self) -> dict[str, int]:
@@ -283,7 +286,10 @@ class BatchRun:
                 "exit_status": exit_status(rows)}
 
     def finish(self, console: Console) -> dict[str, Any]:
-        """Write summary.json and summary.md, print the table, and return the summary."""
+        """Rewrite each result in its final form (a review's last event lands just after its status),
+        write summary.json and summary.md, print the table, and return the summary."""
+        with contextlib.suppress(httpx.TransportError, APIError):  # else the files keep the last poll's view
+            self.poll()
         summary = self.summary()
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         (self.out_dir / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
@@ -297,7 +303,7 @@ class BatchRun:
         return summary
 
 
-def _with_retries(call: Any, attempts: int = 5) -> dict[str, Any]:
+def _with_retries(call: Callable[[], dict[str, Any]], attempts: int = 5) -> dict[str, Any]:
     """POST /v1/batches again when the API is busy or restarting; repeating it is safe, since the
     API answers a PR already queued or reviewed with the review it has."""
     delay = 1.0
@@ -318,7 +324,8 @@ def _finished_line(entry: Entry) -> str:
     style = STYLES.get(status, "")
     if entry.job is None:
         error = entry.error or {}
-        return f"[{style}]✗ line {entry.line}: {entry.text} — {error.get('message', 'refused')}[/{style}]"
+        return (f"[{style}]✗ line {entry.line}: {escape(entry.text)}[/{style}] — "
+                f"{escape(error.get('message', 'refused'))}")
     job = entry.job
     name = f"{job['repo']}#{job['number']}"
     if status == "succeeded" and job.get("review"):
@@ -326,7 +333,7 @@ def _finished_line(entry: Entry) -> str:
         return (f"[{style}]✓ {name} succeeded[/{style}]: {review['verdict']}, "
                 f"{len(review['findings'])} finding(s)")
     error = job.get("error") or {}
-    return f"[{style}]✗ {name} {status}[/{style}]: {error.get('message', 'no detail')}"
+    return f"[{style}]✗ {name} {status}[/{style}]: {escape(error.get('message', 'no detail'))}"
 
 
 def _summary_row(entry: Entry, files: tuple[Path, Path] | None) -> dict[str, Any]:
@@ -353,7 +360,10 @@ def exit_status(rows: list[dict[str, Any]]) -> int:
 
 
 def _pr_name(row: dict[str, Any]) -> str:
-    return f"{row['repo']}#{row['number']}" if row["repo"] else f"line {row['line']}: {row['input']}"
+    if row["repo"]:
+        return f"{row['repo']}#{row['number']}"
+    text = row["input"] if len(row["input"]) <= 60 else row["input"][:59] + "…"
+    return f"line {row['line']}: {text}"
 
 
 def _error_text(row: dict[str, Any]) -> str:
@@ -362,16 +372,19 @@ def _error_text(row: dict[str, Any]) -> str:
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title="pr-review batch", show_lines=False)
-    for column, justify in (("PR", "left"), ("status", "left"), ("verdict", "left"), ("crit", "right"),
-                            ("major", "right"), ("minor", "right"), ("nit", "right"), ("tokens", "right"),
-                            ("error", "left")):
-        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    """The terminal's summary: one row per PR; error codes only (summary.md has the messages)."""
+    table = Table(title="pr-review batch")
+    table.add_column("PR", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    for column in ("crit", "major", "minor", "nit", "tokens"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("error", overflow="fold")
     for row in summary["reviews"]:
         style = STYLES.get(row["status"], "")
         table.add_row(_pr_name(row), f"[{style}]{row['status']}[/{style}]", row["verdict"] or "",
                       *(str(row["findings"][s]) for s in SEVERITIES), str(row["tokens"]["total"]),
-                      _error_text(row))
+                      (row["error"] or {}).get("code", ""))
     return table
 
 
@@ -401,20 +414,21 @@ def run_batch(api: Client, lines: Iterable[str], out_dir: Path, console: Console
     Raises BatchError when it cannot run; KeyboardInterrupt leaves the reviews running server-side."""
     parsed = parse_lines(lines)
     if not parsed.entries:
-        raise BatchError("no PR URL in the input (one URL a line; blank lines and # comments are skipped)")
+        raise EmptyBatch("no PR URL in the input (one URL a line; blank lines and # comments are skipped)")
     out_dir.mkdir(parents=True, exist_ok=True)
     run = BatchRun(api, parsed.entries, out_dir, options or {}, poll_s=poll_s, duplicates=parsed.duplicates)
     try:
         run.submit([e for e in run.entries if e.error is None])
     except (httpx.TransportError, APIError) as exc:
         raise BatchError(f"could not submit the batch: {type(exc).__name__}: {exc}") from exc
-    console.print(f"submitted {len(run.entries)} PR(s) in batch {', '.join(run.batch_ids) or '-'}"
-                  f" ({run.reused} already reviewed, {run.duplicates} duplicate line(s) skipped); "
+    accepted = sum(1 for e in run.entries if e.review_id is not None)
+    console.print(f"submitted {accepted} PR(s) in batch {', '.join(run.batch_ids) or '-'} "
+                  f"({run.reused} already reviewed, {run.duplicates} duplicate line(s) skipped); "
                   f"results go to {out_dir}", highlight=False, soft_wrap=True)
     try:
         with ProgressView(console) as view:
             run.watch(view)
-    except KeyboardInterrupt:
-        run.finish(console)
+    except (KeyboardInterrupt, BatchError):
+        run.finish(console)  # what is known so far; the same command picks up from here
         raise
     return run.finish(console)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prreview.config import load_settings
-from serve_app.batch import STATUSES, STYLES, BatchError, run_batch
+from serve_app.batch import STATUSES, STYLES, BatchError, EmptyBatch, run_batch
 from serve_app.client import Client
 
 console = Console()
@@ -48,8 +48,10 @@ def batch(
         try:
             summary = run_batch(api, text.splitlines(), out_dir, console,
                                 options={"post": True} if post else None, poll_s=poll_s)
+        except EmptyBatch as exc:
+            _fail(str(exc), EXIT_BAD_INPUT)
         except BatchError as exc:
-            _fail(f"{exc} (API: {settings.api_url})", EXIT_BAD_INPUT if "no PR URL" in str(exc) else 1)
+            _fail(f"{exc} (API: {settings.api_url})", 1)
         except KeyboardInterrupt:
             _fail("interrupted; the reviews go on in the service: run the same command again to resume",
                   EXIT_INTERRUPTED)
@@ -59,14 +61,9 @@ def batch(
               f"(see {out_dir / 'summary.md'})", summary["exit_status"])
 
 
-def cluster(api: Client) -> dict[str, Any]:
-    """`GET /v1/cluster` through the CLI's client, with its error handling."""
-    return api._json(api._http.get("/v1/cluster"))  # the client's own plumbing; no public method yet
-
-
 def show_cluster(api: Client) -> None:
     """Print the cluster summary: queue, replicas per deployment, recent failures."""
-    info = cluster(api)
+    info = api.cluster()
     queue = info["queue"]
     console.print("queue: " + "  ".join(f"{k}={queue[k]}" for k in STATUSES), highlight=False)
     table = Table(title="Serve deployments")

@@ -61,6 +61,10 @@ class Client:
     def batch(self, batch_id: str) -> dict[str, Any]:
         return self._json(self._http.get(f"/v1/batches/{batch_id}"))
 
+    def cluster(self) -> dict[str, Any]:
+        """Queue depth, replicas per deployment and recent failures (`GET /v1/cluster`)."""
+        return self._json(self._http.get("/v1/cluster"))
+
     def ready(self) -> dict[str, Any]:
         return self._json(self._http.get("/readyz"))
 

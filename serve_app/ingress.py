@@ -190,8 +190,12 @@ class IngressCore:
             except Exception as exc:
                 log.info("no Serve status: %s: %s", type(exc).__name__, exc)
                 return {}
-            return {name: {"status": app.status.value, "deployments": {
-                dep: {"status": d.status.value, "replicas": {s.value: n for s, n in d.replica_states.items()}}
+
+            def text(value: Any) -> str:  # Serve hands back enums or plain strings, depending on the field
+                return str(getattr(value, "value", value))
+
+            return {name: {"status": text(app.status), "deployments": {
+                dep: {"status": text(d.status), "replicas": {text(s): n for s, n in d.replica_states.items()}}
                 for dep, d in app.deployments.items()}} for name, app in status.applications.items()}
 
         return JSONResponse({

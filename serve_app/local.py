@@ -95,3 +95,14 @@ class LocalStack:
                 serve.shutdown()
             finally:
                 ray.shutdown()
+
+
+def replica_pids(deployment: str) -> list[int]:
+    """PIDs of the live replicas of `deployment` in this driver's Ray cluster (tests, benchmarks)."""
+    import ray
+    from ray.util.state import list_actors
+
+    # Name our own cluster: other Ray clusters may run on the same machine.
+    actors = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")],
+                         limit=1000)
+    return [a.pid for a in actors if f":{deployment}" in (a.class_name or "") and a.pid]

@@ -10,7 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-TEMPLATE_DB = "pr_review_template"
+# One template per test session, so concurrent sessions on one server never collide.
+TEMPLATE_DB = f"pr_review_template_{os.getpid()}"
 
 
 def _admin_url(tmp_root: Path) -> str:
@@ -60,6 +61,13 @@ def database_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
     yield _with_db(pg_admin_url, name)
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_template_at_exit(pg_admin_url: str) -> Iterator[None]:
+    yield
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")

@@ -72,11 +72,9 @@ def assert_findings_on_diff(github: FakeGitHub, job: dict[str, Any]) -> None:
 
 
 def agent_replica_pids() -> list[int]:
-    """PIDs of the live ReviewAgent replicas (the test process is the Ray driver)."""
-    from ray.util.state import list_actors
+    from serve_app.local import replica_pids
 
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-    return [a.pid for a in actors if "ReviewAgent" in (a.class_name or "") and a.pid]
+    return replica_pids("ReviewAgent")
 
 
 def kill_agent_replicas() -> list[int]:

@@ -93,11 +93,11 @@ class RuffAnalyzer:
             return []
         items = await self._check(executable, workdir, list(written))
         results = []
+        root = workdir.resolve()
         for item in items:
-            relative = Path(item["filename"]).resolve().relative_to(workdir.resolve()).as_posix()
-            file = written.get(relative)
-            if file is not None:
-                results.append(self._result(item, file))
+            source = written.get(Path(item["filename"]).resolve().relative_to(root).as_posix())
+            if source is not None:
+                results.append(self._result(item, source))
         return results
 
     async def _check(self, executable: str, workdir: Path, paths: list[str]) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import html
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +30,26 @@ class Rule:
     category: str
     title: str
     body: str
-    suggestion: str | None = None
+    advice: str | None = None  # how to fix it, in words (ends the finding's body)
     also: re.Pattern[str] | None = None  # a second pattern the line must match too
+    fix: Callable[[str], str | None] | None = None  # the corrected line: a suggestion, as code only
+
+    def suggestion(self, line: str) -> str | None:
+        fixed = self.fix(line) if self.fix else None
+        return fixed if fixed is not None and fixed != line else None
 
     def matches(self, text: str) -> bool:
         return bool(self.pattern.search(text)) and (self.also is None or bool(self.also.search(text)))
+
+
+def _secret_from_env(line: str) -> str | None:
+    match = re.match(r"^(\s*)([A-Za-z_]\w*)\s*=", line)
+    return f'{match.group(1)}{match.group(2)} = os.environ["{match.group(2)}"]' if match else None
+
+
+def _awaited(line: str) -> str:
+    stripped = line.lstrip()
+    return line[: len(line) - len(stripped)] + "await " + stripped
 
 
 _SQL_KEYWORDS = re.compile(r"\b(SELECT\b.*\bFROM|INSERT\s+INTO|UPDATE\b.*\bSET|DELETE\s+FROM)\b", re.I)
@@ -48,12 +64,13 @@ RULES: tuple[Rule, ...] = (
          "eval/exec of untrusted input",
          "Evaluating text as Python runs whatever the caller sends: remote code execution. Parse "
          "the data with a safe parser instead.",
-         "Use json.loads() (or ast.literal_eval for literals) and validate the result."),
+         "Use json.loads() (or ast.literal_eval for literals) and validate the result.",
+         fix=lambda line: re.sub(r"(?<![\w.])eval\s*\(", "json.loads(", line)),
     Rule(re.compile(r"""(?i)\w*(api[_-]?key|secret|passw(or)?d|token|private[_-]?key)\w*\s*[:=]\s*["'][^"'\s]{6,}["']"""),
          "critical", "security", "Hard-coded secret",
          "A credential is committed in the source: it leaks to everyone with read access and "
          "cannot be rotated without a deploy. Read it from the environment or a secret store.",
-         'os.environ["NAME"]'),
+         'Read it with os.environ["NAME"].', fix=_secret_from_env),
     Rule(re.compile(r"^\s*except\s*:"), "major", "error-handling", "Bare except swallows every error",
          "A bare `except:` also catches KeyboardInterrupt, SystemExit and programming errors, and "
          "hides the failure from callers and logs.",
@@ -62,18 +79,19 @@ RULES: tuple[Rule, ...] = (
          "Off-by-one in pagination offset",
          "With 1-based pages, `page * size` skips the whole first page; the offset should be "
          "`(page - 1) * size`.",
-         "offset = (page - 1) * page_size"),
+         "Subtract one from the page before multiplying.",
+         fix=lambda line: re.sub(r"\bpage\s*\*", "(page - 1) *", line, count=1)),
     Rule(re.compile(r"^\s*asyncio\.(sleep|gather|wait_for|wait|shield)\("), "major", "concurrency",
          "Coroutine is never awaited",
          "Calling a coroutine function without `await` only creates the coroutine: nothing runs "
          "and Python warns 'coroutine was never awaited'.",
-         "Add `await` before the call."),
+         "Add `await` before the call.", fix=_awaited),
     Rule(re.compile(r"^\s*\w+\s*=\s*open\("), "major", "resource-leak", "File handle is never closed",
          "The file is opened without a context manager, so it stays open if anything raises.",
          "Use `with open(...) as f:`."),
     Rule(re.compile(r"^\s*print\("), "minor", "maintainability", "Debug print left in",
          "print() bypasses the logging configuration and clutters stdout in production.",
-         "Use the module logger."),
+         "Use the module logger.", fix=lambda line: line.replace("print(", "log.info(", 1)),
     Rule(re.compile(r"\b(TODO|FIXME|XXX)\b"), "nit", "maintainability", "Unresolved TODO",
          "A TODO in new code tends to stay; track it in an issue or resolve it before merging.", None),
 )
@@ -94,7 +112,8 @@ def review_findings(text: str, limit: int = MAX_FINDINGS) -> list[dict[str, Any]
                 continue
             findings.append({"path": path, "line": line, "end_line": None, "side": "RIGHT",
                              "severity": rule.severity, "category": rule.category, "title": rule.title,
-                             "body": rule.body, "suggestion": rule.suggestion})
+                             "body": f"{rule.body} {rule.advice}" if rule.advice else rule.body,
+                             "suggestion": rule.suggestion(code)})
     findings.sort(key=lambda f: SEVERITIES.index(f["severity"]))  # stable: file order within a severity
     return findings[:limit]
 

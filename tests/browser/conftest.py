@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, ViewportSize, sync_playwright
 
 CHROMIUM = os.environ.get("PR_REVIEW_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
-VIEWPORT = {"width": 1100, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1100, "height": 900}
 TIMEOUT_MS = 60_000  # the machine is shared with other test runs: generous, but bounded
 _CSP_REPORT = re.compile(r"Content[ -]Security[ -]Policy", re.I)
 
@@ -65,7 +65,7 @@ def artifacts() -> Path:
 def page(chromium: Browser, artifacts: Path, request: pytest.FixtureRequest) -> Iterator[Page]:
     """A fresh browser context per test; its last view is saved as a screenshot, and any script
     error or CSP violation fails the test."""
-    context = chromium.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context = chromium.new_context(viewport=VIEWPORT)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     problems = PageProblems()

@@ -70,7 +70,8 @@ def test_batch_of_ten_writes_results_and_a_summary_then_resumes_without_llm_call
     for url in urls:
         number = int(url.rsplit("/", 1)[1])
         job = json.loads((out / f"acme__shop__{number}.json").read_text())
-        assert job == stack.api.get(rows[url]["id"])
+        latest = stack.api.get(rows[url]["id"])
+        assert {**job, "updated_at": None} == {**latest, "updated_at": None}  # its last event may come later
         assert job["status"] == "succeeded" and job["review"]["verdict"] == "request_changes"
         markdown = (out / f"acme__shop__{number}.md").read_text()
         assert f"# Review of acme/shop#{number}" in markdown and "eval" in markdown

@@ -12,7 +12,7 @@ from tests.helpers import add_pr, schema_name, wait_for, wait_terminal
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 # One dispatch slot, a short deadline and a one-call budget, so each bound is reached on purpose.
-BOUNDED = {"PR_REVIEW_JOB_DEADLINE_S": "4", "PR_REVIEW_JOB_MAX_LLM_CALLS": "1", "PR_REVIEW_MAX_QUEUED_JOBS": "2",
+BOUNDED = {"PR_REVIEW_JOB_DEADLINE_S": "4", "PR_REVIEW_LLM_TIMEOUT_S": "60", "PR_REVIEW_JOB_MAX_LLM_CALLS": "1", "PR_REVIEW_MAX_QUEUED_JOBS": "2",
            "PR_REVIEW_AGENT_MAX_REPLICAS": "1", "PR_REVIEW_AGENT_MAX_ONGOING": "1"}
 
 

@@ -151,7 +151,7 @@ def test_llm_timeout_fails_the_job_and_aborts_the_request(stack) -> None:
     stack.llm.hang_next(10)
     done = wait_terminal(stack.api, stack.api.submit(pr_url)["id"])
     assert done["status"] == "failed"
-    assert done["error"]["code"] == "llm_timeout"
+    assert done["error"]["code"] == "llm_timeout", done["error"]
     assert stack.llm.wait_until(lambda llm: llm.aborted == 2 and llm.in_flight == 0)
 
 

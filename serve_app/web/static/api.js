@@ -91,8 +91,8 @@ export const api = {
 };
 
 // The event kinds the stream names (`event:` lines); EventSource needs a listener per name.
-export const EVENT_KINDS = ["queued", "started", "step", "fetched", "planned", "group_done", "requeued",
-  "succeeded", "failed", "cancelled"];
+export const EVENT_KINDS = ["queued", "started", "step", "fetched", "prepared", "analyzed", "planned",
+  "group_done", "published", "requeued", "succeeded", "failed", "cancelled"];
 
 export const STATUS_LABELS = {
   queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed",
@@ -103,8 +103,10 @@ export const STEP_LABELS = {
   queued: "Waiting in the queue",
   starting: "Starting",
   fetch: "Fetching the pull request",
+  analyze: "Running the static analyzers",
   review: "Reviewing the changed files",
   summarize: "Writing the summary",
+  publish: "Posting the review to GitHub",
   done: "Finishing",
 };
 

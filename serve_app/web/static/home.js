@@ -80,9 +80,7 @@ function batchForm(navigate) {
 function recentRow(job) {
   return el("tr", { dataset: { id: job.id, status: job.status } },
     el("td", {}, statusBadge(job.status)),
-    el("td", {}, el("a", { href: reviewHref(job.id), "data-nav": "" }, `${job.repo} #${job.number}`),
-      job.batch_id ? [" ", el("a", { href: `?batch=${encodeURIComponent(job.batch_id)}`, "data-nav": "",
-        class: "batch-link" }, "batch")] : null),
+    el("td", {}, el("a", { href: reviewHref(job.id), "data-nav": "" }, `${job.repo} #${job.number}`)),
     el("td", { class: "state" }, stateLine(job)),
     el("td", { class: "muted nowrap" }, when(job.created_at)));
 }

@@ -20,6 +20,25 @@ export function eventSentence(event) {
       const at = event.head_sha ? ` at commit ${String(event.head_sha).slice(0, 7)}` : "";
       return `Fetched the pull request: ${plural(event.files ?? 0, "changed file")}${at}.`;
     }
+    case "prepared": {
+      const sources = Array.isArray(event.repo_config) && event.repo_config.length
+        ? ` (${event.repo_config.join(", ")})` : "";
+      const since = event.incremental
+        ? `; only the ${plural(event.incremental.files_changed ?? 0, "file")} changed since the last review`
+        : "";
+      return `Read the repository's review settings${sources}${since}.`;
+    }
+    case "analyzed": {
+      const reports = Array.isArray(event.analyzers) ? event.analyzers : [];
+      if (reports.length === 0) return "No static analyzer applies to these files.";
+      const parts = reports.map((r) => (r.status === "ok" ? `${r.name} (${plural(r.kept ?? 0, "finding")})`
+        : `${r.name} (${String(r.status).replace(/_/g, " ")})`));
+      return `Static analysis: ${parts.join(", ")}.`;
+    }
+    case "published": {
+      if (event.status === "failed") return `Could not post the review to GitHub: ${errorSentence(event.error)}`;
+      return `Posted the review to GitHub (${String(event.status).replace(/_/g, " ")}).`;
+    }
     case "planned": {
       const skipped = Array.isArray(event.skipped) ? event.skipped.length : 0;
       return `Planned ${plural(event.groups ?? 0, "model call")} for the files; ${plural(skipped, "file")} skipped.`;
