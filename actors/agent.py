@@ -7,28 +7,18 @@ requests (the dispatcher's calls), never on CPU.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import uuid
-from typing import Any
 
 from ray import serve
 
+from actors import replica_shutdown
 from actors.resources import AgentResources
 from actors.runner import JobRunner
 from graph.builder import build_review_graph
 from prreview.config import load_settings
 
 log = logging.getLogger(__name__)
-
-
-def _serve_replica() -> Any:
-    """This process's Serve replica object. Serve has no public "shutdown started" hook for
-    user code (it calls `__del__` only after in-flight requests ended), so the drain watcher
-    reads the replica's own `_shutting_down` flag; None when not running under Serve."""
-    from ray.serve._private.replica import Replica
-
-    return next((obj for obj in gc.get_objects() if isinstance(obj, Replica)), None)
 
 
 @serve.deployment(name="ReviewAgent", max_ongoing_requests=4, graceful_shutdown_timeout_s=30)
@@ -40,6 +30,8 @@ class ReviewAgent:
         except Exception:  # outside Serve (unit tests)
             replica = "local"
         self._owner = f"{replica}:{uuid.uuid4().hex[:8]}"
+        if replica != "local":
+            replica_shutdown.install_hook()
         self._runner: JobRunner | None = None
         self._resources: AgentResources | None = None
         self._starting = asyncio.Lock()
@@ -61,10 +53,7 @@ class ReviewAgent:
     async def _watch_for_shutdown(self, runner: JobRunner) -> None:
         """Scale-in or rolling update: hand running jobs back at their next step boundary, so
         the replica's exit costs no failed attempt and no repeated LLM call."""
-        replica = _serve_replica()
-        if replica is None:
-            return
-        while not getattr(replica, "_shutting_down", False):
+        while not replica_shutdown.stopping():
             await asyncio.sleep(0.5)
         log.info("replica shutting down: draining %d review(s)", len(runner.running))
         runner.drain()

@@ -91,7 +91,8 @@ class JobRunner:
         context = ReviewContext(
             github=self.github, llm=self.llm, meter=meter, progress=ProgressRecorder(self.store, job_id),
             context_tokens=self.settings.llm_context_tokens, max_completion_tokens=self.settings.llm_max_tokens,
-            max_llm_calls=self.settings.job_max_llm_calls, count_tokens=self.count_tokens)
+            max_llm_calls=self.settings.job_max_llm_calls, job_max_tokens=self.settings.job_max_tokens,
+            count_tokens=self.count_tokens)
         config = {"configurable": {"thread_id": job_id}}
         resume = await self.graph.checkpointer.aget_tuple(config) is not None  # type: ignore[union-attr]
         graph_input = None if resume else {"job_id": job_id, "repo": row["repo"], "number": row["number"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -58,6 +59,7 @@ class LevelResult:
     completed: int
     failed: int
     wall_s: float
+    prompt_tokens: int
     output_tokens: int
     requests_per_s: float
     output_tokens_per_s: float
@@ -73,6 +75,7 @@ class _Sample:
     ttft_s: float
     latency_s: float
     output_tokens: int
+    prompt_tokens: int
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -88,6 +91,7 @@ async def _stream_once(http: httpx.AsyncClient, body: dict[str, Any]) -> _Sample
     started = time.perf_counter()
     first: float | None = None
     usage_tokens: int | None = None
+    prompt_tokens = 0
     chunks = 0
     async with http.stream("POST", "/chat/completions", json=body) as response:
         if response.status_code >= 400:
@@ -102,6 +106,7 @@ async def _stream_once(http: httpx.AsyncClient, body: dict[str, Any]) -> _Sample
             event = json.loads(data)
             if event.get("usage"):
                 usage_tokens = int(event["usage"].get("completion_tokens") or 0)
+                prompt_tokens = int(event["usage"].get("prompt_tokens") or 0)
             for choice in event.get("choices") or []:
                 if (choice.get("delta") or {}).get("content"):
                     chunks += 1
@@ -110,7 +115,7 @@ async def _stream_once(http: httpx.AsyncClient, body: dict[str, Any]) -> _Sample
     latency = time.perf_counter() - started
     # Usage is exact; a content chunk is one token only for servers that stream token by token.
     return _Sample(first if first is not None else latency, latency,
-                   usage_tokens if usage_tokens is not None else chunks)
+                   usage_tokens if usage_tokens is not None else chunks, prompt_tokens)
 
 
 async def _client(http: httpx.AsyncClient, body: dict[str, Any], rounds: int, samples: list[_Sample],
@@ -157,7 +162,8 @@ async def run_benchmark(base_url: str, *, model: str | None, concurrency_levels:
             tokens = sum(s.output_tokens for s in samples)
             results.append(LevelResult(
                 concurrency=concurrency, completed=len(samples), failed=len(errors), wall_s=round(wall, 3),
-                output_tokens=tokens, requests_per_s=round(len(samples) / wall, 3),
+                prompt_tokens=sum(s.prompt_tokens for s in samples), output_tokens=tokens,
+                requests_per_s=round(len(samples) / wall, 3),
                 output_tokens_per_s=round(tokens / wall, 1),
                 ttft_p50_s=round(percentile([s.ttft_s for s in samples], 50), 4),
                 ttft_p95_s=round(percentile([s.ttft_s for s in samples], 95), 4),
@@ -225,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=Path(os.environ.get("PR_REVIEW_HOME", "~/.local/share/pr-review")))
     parser.add_argument("--out", type=Path, help="write the figures as JSON")
     args = parser.parse_args(argv)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the table
 
     def bench(base_url: str, model: str | None) -> list[LevelResult]:
         return asyncio.run(run_benchmark(

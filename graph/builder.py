@@ -22,15 +22,13 @@ TRANSIENT = RetryPolicy(max_attempts=2, initial_interval=1.0,
                         retry_on=lambda exc: isinstance(exc, GitHubTransient | LLMBadOutput))
 
 
-ReviewGraph = CompiledStateGraph[ReviewState, ReviewContext, ReviewState, ReviewState]
-
-
-def build_review_graph(checkpointer: BaseCheckpointSaver | None) -> ReviewGraph:
+def build_review_graph(checkpointer: BaseCheckpointSaver | None) -> CompiledStateGraph:
     builder = StateGraph(ReviewState, context_schema=ReviewContext)
     builder.add_node("fetch_pr", nodes.fetch_pr, retry_policy=TRANSIENT)
     builder.add_node("prepare", nodes.prepare, retry_policy=TRANSIENT)
     builder.add_node("analyze", nodes.analyze, retry_policy=TRANSIENT)
     builder.add_node("plan", nodes.plan)
+    # a Send target: its input is a GroupTask, not the graph's state
     builder.add_node("review_group", nodes.review_group, retry_policy=TRANSIENT)  # type: ignore[call-overload]
     builder.add_node("collect", nodes.collect)
     builder.add_node("summarize", nodes.summarize, retry_policy=TRANSIENT)

@@ -62,6 +62,12 @@ def _diffs(files: list[dict[str, Any]],
     return [apply_scopes(parse_file(PRFile(**f)), (scopes or {}).get(f["path"], [])) for f in files]
 
 
+def _review_files(state: ReviewState) -> list[dict[str, Any]]:
+    """The files the model reviews: the changes since the last review, else the PR's files."""
+    files = state.get("review_files")
+    return files if files is not None else state["pr"]["files"]
+
+
 def _options(state: ReviewState | GroupTask) -> ReviewOptions:
     return ReviewOptions(**state.get("options", {}))
 
@@ -85,9 +91,9 @@ async def prepare(state: ReviewState, runtime: Runtime[ReviewContext]) -> dict[s
     config = await load_repo_config(ctx.github, ref, pr["base_sha"])
     prior: PriorReview | None = None
     incremental: dict[str, Any] | None = None
-    review_files = pr["files"]
+    review_files: list[dict[str, Any]] | None = None  # None: the PR's own files (not stored twice)
     if _options(state).post:
-        prior = await find_prior(ctx.github, ref, pr["commit_shas"])
+        prior = await find_prior(ctx.github, ref, pr.get("commit_shas", []))
         if prior is not None:
             incremental, since_files = await _changes_since(ctx, ref, prior, pr)
             if incremental is not None:
@@ -105,7 +111,7 @@ async def _changes_since(ctx: ReviewContext, ref: PRRef, prior: PriorReview,
         return None, []
     try:
         comparison = await ctx.github.compare(ref, prior.head_sha, pr["head_sha"])
-    except GitHubTransient:
+    except (GitHubTransient, GitHubRateLimited):
         raise
     except GitHubError as exc:  # the old head is gone (force-push, GC): review everything again
         log.info("no incremental review of %s: %s", ref.full_name, exc)
@@ -146,7 +152,7 @@ async def analyze(state: ReviewState, runtime: Runtime[ReviewContext]) -> dict[s
     ctx, pr = runtime.context, state["pr"]
     config = RepoConfig(**state["config"])
     await ctx.progress.emit("step", {"step": "analyze"}, progress={"step": "analyze"})
-    readable = [d for d in _diffs(state["review_files"])
+    readable = [d for d in _diffs(_review_files(state))
                 if d.has_patch and d.status != "removed" and not config.ignored_by(d.path)]
     reviewable = [d for d in readable if skip_reason(d, config) is None]
     contents = await _contents(ctx, _ref(state), pr["head_sha"], [d.path for d in reviewable])
@@ -165,7 +171,7 @@ async def plan(state: ReviewState, runtime: Runtime[ReviewContext]) -> dict[str,
     ctx, pr = runtime.context, state["pr"]
     config = RepoConfig(**state["config"])
     options = _options(state)
-    candidates, skipped = classify(_diffs(state["review_files"], state.get("scopes")), config)
+    candidates, skipped = classify(_diffs(_review_files(state), state.get("scopes")), config)
     prompt = {"guidance": guidance(options.focus, config.focus, config.instructions),
               "other_changes": other_changes(skipped), "scope_note": scope_note(state.get("incremental"))}
     empty = group_prompt(state["repo"], state["number"], pr, prompt, "", MAX_FINDINGS_PER_GROUP)
@@ -264,7 +270,7 @@ async def collect(state: ReviewState, runtime: Runtime[ReviewContext]) -> dict[s
         raise by_code.get(failed[0].get("code", ""), LLMError)(
             f"No part of the PR could be reviewed: {failed[0]['reason']}")
     post = {d.path: d for d in _diffs(state["pr"]["files"])}
-    shown = {d.path: d for d in _diffs(state["review_files"], state.get("scopes"))}
+    shown = {d.path: d for d in _diffs(_review_files(state), state.get("scopes"))}
     anchorer = Anchorer(post, shown, same_numbers_left=not state.get("incremental"))
     raw = list(state.get("group_findings", [])) + list(state.get("analysis", []))
     normalized = [f for f in map(normalize, raw) if f is not None]

@@ -7,8 +7,10 @@ Hidden markers make this safe to repeat:
   job of the PR learns which head was last reviewed;
 - every inline comment carries `<!-- pr-review:finding=<key> -->` (see `graph.findings.finding_key`):
   a finding whose key is already on the PR is not posted again.
-Only reviews and comments written by the token's own user count (else by a bot account, when the
-token cannot say who it is): anyone can write a marker into a comment.
+Head and finding markers count only in reviews and comments written by the token's own user (else
+by a bot account, when the token cannot say who it is): anyone can write a marker into a comment,
+and a forged one must not make a review skip code. The job marker is trusted from anyone: a job id
+is random and never shown on the PR, and the worst a forgery could do is stop a post.
 
 The review is posted as a COMMENT whatever the verdict (shown in its body): approving or blocking
 merges is left to people.
@@ -202,8 +204,9 @@ async def publish_review(github: GitHubClient, ref: PRRef, *, job_id: str, head_
     """Post `review` (idempotent per job); returns what was done, for `review["publication"]`."""
     login = await github.authenticated_login()
     reviews = await github.list_reviews(ref)
-    mine = next((r for r in reviews
-                 if _trusted(r, login) and job_marker(job_id) in (r.get("body") or "")), None)
+    # Job ids are random and never shown on the PR: a review carrying ours is ours, whoever the
+    # token acts as (an anonymous run against GitHub Enterprise's or a test's server included).
+    mine = next((r for r in reviews if job_marker(job_id) in (r.get("body") or "")), None)
     if mine is not None:
         return {"status": "already_posted", "review_id": mine["id"], "html_url": mine.get("html_url"),
                 "inline_comments": None, "fallback": False, "unplaced": []}

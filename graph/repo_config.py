@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from graph.github import GitHubClient
+from prreview.errors import GitHubError, GitHubRateLimited, GitHubTransient
 from prreview.models import SEVERITY_ORDER, Severity
 from prreview.urls import PRRef
 
@@ -111,12 +112,24 @@ def _text(data: bytes | None) -> str | None:
         return None
 
 
+async def _read(github: GitHubClient, ref: PRRef, path: str, at: str, notes: list[str]) -> str | None:
+    try:
+        return _text(await github.file_content(ref, path, at))
+    except (GitHubTransient, GitHubRateLimited):
+        raise  # worth a retry of the step
+    except GitHubError as exc:  # unreadable (permissions, a broken file): review with the defaults
+        notes.append(f"{path} could not be read ({exc.message}); it was ignored")
+        return None
+
+
 async def load_repo_config(github: GitHubClient, ref: PRRef, at: str) -> RepoConfig:
     """The repository's review settings at commit `at` (the PR's base), defaults when it has none."""
-    text = _text(await github.file_content(ref, CONFIG_PATH, at))
+    notes: list[str] = []
+    text = await _read(github, ref, CONFIG_PATH, at, notes)
     config = parse_config(text) if text is not None else RepoConfig()
+    config.notes.extend(notes)
     for name in INSTRUCTION_FILES:
-        instructions = _text(await github.file_content(ref, name, at))
+        instructions = await _read(github, ref, name, at, config.notes)
         if instructions and instructions.strip():
             extra = instructions.strip()[:MAX_INSTRUCTIONS_CHARS]
             combined = "\n\n".join(part for part in (config.instructions, extra) if part)

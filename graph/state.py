@@ -15,8 +15,8 @@ class ReviewState(TypedDict, total=False):
     config: dict[str, Any]             # the repository's instructions (graph.repo_config.RepoConfig)
     prior: dict[str, Any] | None       # the last review pr-review published on the PR, if any
     incremental: dict[str, Any] | None  # {"since": sha, ...} when only later pushes are reviewed
-    review_files: list[dict[str, Any]]  # the files (with patches) the model reviews: the PR's, or the
-                                        # changes since the last reviewed head
+    review_files: list[dict[str, Any]] | None  # the changes since the last reviewed head, which the
+                                               # model reviews instead of the PR's files (None)
     scopes: dict[str, list[dict[str, Any]]]  # path -> enclosing-definition lines above its hunks
     analysis: list[dict[str, Any]]     # analyzer findings on changed lines
     analyzers: list[dict[str, Any]]    # one report per analyzer

@@ -65,6 +65,12 @@ class Review(BaseModel):
     files_reviewed: list[str]
     files_skipped: list[SkippedFile]
     model: str
+    # Extensions of the contract (API.md allows adding): what the analyzers ran and found, the
+    # incremental scope after a new push, the repository's .pr-review.toml, and the GitHub post.
+    analyzers: list[dict[str, Any]] = Field(default_factory=list)
+    incremental: dict[str, Any] | None = None
+    repo_config: dict[str, Any] | None = None
+    publication: dict[str, Any] | None = None
 
 
 class Progress(BaseModel):

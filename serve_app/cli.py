@@ -48,6 +48,15 @@ def describe(event: dict[str, Any]) -> str:
         return f"planned {event.get('groups')} group(s); {len(event.get('skipped') or [])} file(s) skipped"
     if kind == "group_done":
         return f"reviewed {', '.join(event.get('paths') or [])}: {event.get('findings')} finding(s)"
+    if kind == "prepared":
+        since = (event.get("incremental") or {}).get("since")
+        return "prepared the diff" + (f" (only what changed since {str(since)[:12]})" if since else "")
+    if kind == "analyzed":
+        reports = event.get("analyzers") or []
+        return "static analysis: " + (", ".join(f"{r['name']} {r['status']} ({r['kept']} kept)" for r in reports)
+                                      or "no analyzer ran")
+    if kind == "published":
+        return f"published to GitHub: {event.get('status', 'posted')}"
     if kind == "requeued":
         return f"re-queued: {event.get('reason')}"
     if kind == "failed":

@@ -37,7 +37,7 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_template(pg_admin_url: str) -> str:
+def pg_template(pg_admin_url: str) -> Iterator[str]:
     """A database with every migration and LangGraph's checkpoint tables, cloned per test."""
     from langgraph.checkpoint.postgres import PostgresSaver
 
@@ -50,7 +50,9 @@ def pg_template(pg_admin_url: str) -> str:
     migrate(url)
     with PostgresSaver.from_conn_string(url) as saver:
         saver.setup()
-    return url
+    yield url
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
 
 
 @pytest.fixture
@@ -61,13 +63,6 @@ def database_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
     yield _with_db(pg_admin_url, name)
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _drop_template_at_exit(pg_admin_url: str) -> Iterator[None]:
-    yield
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")

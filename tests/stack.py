@@ -26,7 +26,7 @@ from serve_app.local import LocalStack
 TEST_ENV = {
     "PR_REVIEW_LEASE_S": "6",
     "PR_REVIEW_SWEEP_INTERVAL_S": "1",
-    "PR_REVIEW_LLM_TIMEOUT_S": "3",
+    "PR_REVIEW_LLM_TIMEOUT_S": "8",
     "PR_REVIEW_LLM_MAX_RETRIES": "1",
     "PR_REVIEW_GITHUB_RATE_LIMIT_MAX_WAIT_S": "4",
     "PR_REVIEW_GITHUB_TIMEOUT_S": "5",
@@ -92,6 +92,9 @@ class StackManager:
         self.current.local.stop()
         self.current.github.stop()
         self.current.llm.stop()
+        name = psycopg.conninfo.conninfo_to_dict(self.current.database_url)["dbname"]
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         self.current = None
         self._restore_env()
 

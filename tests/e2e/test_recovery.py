@@ -27,3 +27,38 @@ def test_replica_killed_mid_review_resumes_without_repeating_finished_llm_calls(
     assert calls.count("review_summary") == 2  # the one cut off by the crash, then its redo
     assert [c.outcome for c in stack.llm.requests if schema_name(c) == "review_summary"] == ["aborted", "completed"]
     assert done["usage"]["llm_calls"] == 3
+
+
+def test_rolling_update_drains_a_review_at_a_step_boundary_without_spending_an_attempt(stack) -> None:
+    from ray import serve
+
+    from serve_app.serve_config import load_apps
+
+    reviews = load_apps()["reviews"]
+    options = {name: dict(opts) for name, opts in reviews.deployments.items()}
+    agent = options["ReviewAgent"]
+    agent["ray_actor_options"] = {**agent.get("ray_actor_options", {}),
+                                  "runtime_env": {"env_vars": {"PR_REVIEW_ROLLOUT": job_marker()}}}
+    stack.llm.latency_s = 2.5
+    try:
+        job = stack.api.submit(add_pr(stack.github, files=2))
+        wait_for(lambda: any(schema_name(c) == "group_review" and c.outcome is None for c in stack.llm.requests),
+                 timeout_s=60, what="the group review call")
+        # A new version of the agent deployment: Serve replaces the replica that runs the review.
+        serve.run(reviews.builder()(reviews.args, options), name=reviews.name, route_prefix=reviews.route_prefix,
+                  blocking=False)
+        done = wait_terminal(stack.api, job["id"], timeout_s=180)
+        events = [e["kind"] for e in stack.api.events(job["id"])]
+    finally:
+        stack.llm.latency_s = 0.0
+    assert done["status"] == "succeeded", done["error"]
+    assert "requeued" in events
+    assert done["attempts"] == 1  # handing the job back is not a failed attempt
+    calls = [(schema_name(c), c.outcome) for c in stack.llm.requests]
+    assert calls == [("group_review", "completed"), ("review_summary", "completed")]
+
+
+def job_marker() -> str:
+    import uuid
+
+    return uuid.uuid4().hex

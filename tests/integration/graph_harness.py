@@ -72,8 +72,9 @@ class Harness:
         graph = build_review_graph(checkpointer)
         config = {"configurable": {"thread_id": job_id}}
         try:
-            result = await graph.ainvoke({"job_id": job_id, "repo": repo, "number": number,
-                                          "options": options or {}}, config, context=context)
+            result = await graph.ainvoke(  # type: ignore[call-overload]
+                {"job_id": job_id, "repo": repo, "number": number, "options": options or {}}, config,
+                context=context)
         finally:
             await github.aclose()
             await llm.aclose()

@@ -225,3 +225,14 @@ async def test_the_graph_state_checkpoints_in_postgres(harness: Harness, databas
     assert values["scopes"] == {} or isinstance(values["scopes"], dict)
     assert values["analysis"] and values["analyzers"][0]["name"] == "ruff"
     assert "ghp_" not in str(values)  # the token never reaches the state
+
+
+async def test_unreadable_repository_instructions_are_noted_not_fatal(harness: Harness) -> None:
+    install_sample_pr(harness.github)
+    harness.github.fail_next(1, status=403, match="/contents/.pr-review.toml")
+    review = (await harness.review(*SAMPLE)).review
+    assert review["repo_config"]["notes"] == [".pr-review.toml could not be read (GitHub answered 403 to GET "
+                                              "/repos/acme/payments/contents/.pr-review.toml: Server Error); "
+                                              "it was ignored"]
+    assert "Repository instructions: .pr-review.toml could not be read" in review["summary"]
+    assert review["verdict"] == "request_changes"

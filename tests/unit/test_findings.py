@@ -105,7 +105,8 @@ def test_weak_model_output_is_read_leniently_but_not_blindly() -> None:
                        "title": "  Leaks   a handle ", "body": "", "category": None})
     assert loose == {"path": "a.py", "line": 12, "side": "RIGHT", "severity": "major", "category": "general",
                      "title": "Leaks a handle", "body": "Leaks a handle", "source": "model"}
-    assert (normalize({"path": "a.py", "line": "L7", "severity": "low", "title": "t"}) or {})["side"] == "LEFT"
+    left = normalize({"path": "a.py", "line": "L7", "severity": "low", "title": "t"})
+    assert left is not None and left["side"] == "LEFT"
     for bad in ({"path": "a.py", "line": 0, "severity": "major", "title": "t"},
                 {"path": "a.py", "line": 3, "severity": "catastrophic", "title": "t"},
                 {"line": 3, "severity": "major", "title": "t"}, "not a dict",
