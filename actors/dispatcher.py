@@ -8,6 +8,7 @@ from its last checkpoint). Every few seconds it also runs the reconciler's sweep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -69,10 +70,8 @@ class JobDispatcher:
             except Exception:  # keep dispatching through database blips; the sweep repairs the rest
                 log.exception("dispatch loop iteration failed")
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._settings.dispatch_poll_s)
-            except TimeoutError:
-                pass
 
     async def _call(self, job_id: str) -> None:
         assert self._store is not None

@@ -9,6 +9,7 @@ one session against the same stack, so the ratio cancels the machine's noise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import httpx
@@ -28,10 +29,8 @@ def peak_rss_mb(api_url: str, urls: list[str], sample_s: float) -> tuple[float, 
             pids = agent_pids()
             replicas = max(replicas, len(pids))
             for pid in pids:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     peak = max(peak, psutil.Process(pid).memory_info().rss / 2**20)
-                except psutil.NoSuchProcess:
-                    pass
             max_queued = max(max_queued, http.get("/readyz").json()["queued"])
             time.sleep(0.5)
         return peak, max_queued, replicas

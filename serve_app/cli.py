@@ -15,6 +15,7 @@ from prreview.config import load_settings
 from serve_app.cli_batch import register as register_batch
 from serve_app.cli_batch import show_cluster
 from serve_app.client import APIError, Client
+from serve_app.events_text import describe
 from serve_app.markdown import review_markdown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -32,37 +33,6 @@ def fail(message: str, code: int = 1) -> None:
 
 def client() -> Client:
     return Client(load_settings().api_url)
-
-
-def describe(event: dict[str, Any]) -> str:
-    kind = event.get("kind", "")
-    if kind == "queued":
-        return "queued"
-    if kind == "started":
-        return f"started (attempt {event.get('attempt')})"
-    if kind == "step":
-        return f"step: {event.get('step')}"
-    if kind == "fetched":
-        return f"fetched PR at {str(event.get('head_sha'))[:12]}: {event.get('files')} file(s)"
-    if kind == "planned":
-        return f"planned {event.get('groups')} group(s); {len(event.get('skipped') or [])} file(s) skipped"
-    if kind == "group_done":
-        return f"reviewed {', '.join(event.get('paths') or [])}: {event.get('findings')} finding(s)"
-    if kind == "prepared":
-        since = (event.get("incremental") or {}).get("since")
-        return "prepared the diff" + (f" (only what changed since {str(since)[:12]})" if since else "")
-    if kind == "analyzed":
-        reports = event.get("analyzers") or []
-        return "static analysis: " + (", ".join(f"{r['name']} {r['status']} ({r['kept']} kept)" for r in reports)
-                                      or "no analyzer ran")
-    if kind == "published":
-        return f"published to GitHub: {event.get('status', 'posted')}"
-    if kind == "requeued":
-        return f"re-queued: {event.get('reason')}"
-    if kind == "failed":
-        error = event.get("error") or {}
-        return f"failed: {error.get('message', '')} ({error.get('code')})"
-    return kind
 
 
 def follow(api: Client, review_id: str) -> dict[str, Any]:

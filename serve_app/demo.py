@@ -15,6 +15,7 @@ from prreview.fakes.github import FakeGitHub
 from prreview.fakes.llm import ScriptedLLM
 from prreview.fakes.sample_pr import install_sample_pr
 from serve_app.client import Client
+from serve_app.events_text import describe
 from serve_app.local import LocalStack
 from serve_app.markdown import review_markdown
 
@@ -43,8 +44,6 @@ def run_demo(console: Console, *, keep_serving: bool) -> None:
         console.print(f"reviewing the sample PR {pr_url} (served by a local GitHub-shaped server)")
         with Client(settings.api_url) as api:
             job = api.submit(pr_url)
-            from serve_app.cli import describe
-
             for event in api.events(job["id"]):
                 console.print(f"[dim]{event.get('at', '')[11:19]}[/dim] {describe(event)}", highlight=False)
             job = api.get(job["id"])

@@ -11,8 +11,8 @@ import httpx
 
 from graph.diff import parse_file
 from graph.github import PRFile
-from prreview.fakes.github import FakeGitHub
 from prreview.fakes.github import FakeFile as FakeFile  # re-exported for tests
+from prreview.fakes.github import FakeGitHub
 from serve_app.client import Client
 
 TERMINAL = {"succeeded", "failed", "cancelled"}

@@ -12,8 +12,8 @@ from tests.helpers import add_pr, schema_name, wait_for, wait_terminal
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 # One dispatch slot, a short deadline and a one-call budget, so each bound is reached on purpose.
-BOUNDED = {"PR_REVIEW_JOB_DEADLINE_S": "4", "PR_REVIEW_LLM_TIMEOUT_S": "60", "PR_REVIEW_JOB_MAX_LLM_CALLS": "1", "PR_REVIEW_MAX_QUEUED_JOBS": "2",
-           "PR_REVIEW_AGENT_MAX_REPLICAS": "1", "PR_REVIEW_AGENT_MAX_ONGOING": "1"}
+BOUNDED = {"PR_REVIEW_JOB_DEADLINE_S": "4", "PR_REVIEW_LLM_TIMEOUT_S": "60", "PR_REVIEW_JOB_MAX_LLM_CALLS": "1",
+           "PR_REVIEW_MAX_QUEUED_JOBS": "2", "PR_REVIEW_AGENT_MAX_REPLICAS": "1", "PR_REVIEW_AGENT_MAX_ONGOING": "1"}
 
 
 def in_flight(stack) -> list:
@@ -67,7 +67,7 @@ def test_a_job_that_keeps_killing_its_workers_stops_after_max_attempts(stack) ->
     try:
         job = stack.api.submit(add_pr(stack.github))
         for attempt in (1, 2, 3):
-            wait_for(lambda: stack.api.get(job["id"])["attempts"] == attempt and len(in_flight(stack)) == 1,
+            wait_for(lambda n=attempt: stack.api.get(job["id"])["attempts"] == n and len(in_flight(stack)) == 1,
                      timeout_s=90, what=f"attempt {attempt} calling the LLM")
             kill_agent_replicas()
             wait_for(lambda: not in_flight(stack), timeout_s=30, what="the killed call to drop")

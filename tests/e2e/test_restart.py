@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,10 +52,8 @@ class ServeProcess:
         root = psutil.Process(self.proc.pid)
         tree = [root, *root.children(recursive=True)]
         for proc in tree:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(tree, timeout=30)
         self.proc.wait()
 
