@@ -83,8 +83,9 @@ class JobStore:
         return await self._one("find_active_job", repo=job.repo, number=job.number,
                                options_hash=options_hash(job.options))
 
-    async def find_latest_succeeded_job(self, job: NewJob) -> Row | None:
-        return await self._one("find_latest_succeeded_job", repo=job.repo, number=job.number,
+    async def find_reusable_job(self, job: NewJob) -> Row | None:
+        """The active job for this key, else its latest succeeded one."""
+        return await self._one("find_reusable_job", repo=job.repo, number=job.number,
                                options_hash=options_hash(job.options))
 
     # --- read -----------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ class IngressCore:
         return self._submissions
 
     def _wake_dispatcher(self) -> None:
-        if self._dispatcher is None:
+        # One wake in flight is enough: the dispatcher claims every queued job when it wakes.
+        if self._dispatcher is None or self._background:
             return
         future = asyncio.ensure_future(self._dispatcher.wake.remote())  # type: ignore[arg-type]
         self._background.add(future)

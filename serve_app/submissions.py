@@ -40,15 +40,13 @@ class Submissions:
         """The job reviewing this PR: an existing one when the same review is queued, running, or
         succeeded at the PR's current head; else a new queued job. Raises QueueFull."""
         job = self.new_job(pr_url, options)
-        active = await self.store.find_active_job(job)
-        if active is not None:
-            return Submitted(active, created=False)
-        done = await self.store.find_latest_succeeded_job(job)
-        if done is not None and done["head_sha"] and await self._current_head(job) == done["head_sha"]:
-            return Submitted(done, created=False)
+        existing = await self.store.find_reusable_job(job)
+        if existing is not None and existing["status"] != "succeeded":
+            return Submitted(existing, created=False)
+        if existing is not None and existing["head_sha"] and await self._current_head(job) == existing["head_sha"]:
+            return Submitted(existing, created=False)
         row = await self.store.insert_job(job, max_queued=self.settings.max_queued_jobs)
         if row is not None:
-            await self.store.record_event(str(row["id"]), "queued", {"pr_url": job.pr_url})
             return Submitted(row, created=True)
         active = await self.store.find_active_job(job)  # lost a race to an identical submit
         if active is not None:

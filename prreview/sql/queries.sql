@@ -1,25 +1,33 @@
 -- Every SQL statement pr-review runs, by name. Loaded once by prreview/sql/__init__.py.
 
 -- name: insert_job
--- A new review, unless one is already active for the same key or the queue is full
--- (then nothing is returned and the caller tells the two apart).
-INSERT INTO jobs (id, pr_url, repo, number, options, options_hash)
-SELECT %(id)s, %(pr_url)s, %(repo)s, %(number)s, %(options)s, %(options_hash)s
-WHERE (SELECT count(*) FROM jobs WHERE status = 'queued') < %(max_queued)s
-ON CONFLICT (repo, number, options_hash) WHERE status IN ('queued', 'running') DO NOTHING
-RETURNING *;
+-- A new review and its first event, unless one is already active for the same key or the
+-- queue is full (then nothing is returned and the caller tells the two apart).
+WITH job AS (
+    INSERT INTO jobs (id, pr_url, repo, number, options, options_hash)
+    SELECT %(id)s, %(pr_url)s, %(repo)s, %(number)s, %(options)s, %(options_hash)s
+    WHERE (SELECT count(*) FROM jobs WHERE status = 'queued') < %(max_queued)s
+    ON CONFLICT (repo, number, options_hash) WHERE status IN ('queued', 'running') DO NOTHING
+    RETURNING *
+), queued AS (
+    INSERT INTO events (job_id, kind, data)
+    SELECT id, 'queued', jsonb_build_object('pr_url', pr_url) FROM job
+)
+SELECT * FROM job;
+
+-- name: find_reusable_job
+-- The review a new submit can reuse: the active one for the key, else the latest succeeded one
+-- (the caller checks that one against the PR's current head).
+SELECT * FROM jobs
+WHERE repo = %(repo)s AND number = %(number)s AND options_hash = %(options_hash)s
+  AND status IN ('queued', 'running', 'succeeded')
+ORDER BY status = 'succeeded', created_at DESC
+LIMIT 1;
 
 -- name: find_active_job
 SELECT * FROM jobs
 WHERE repo = %(repo)s AND number = %(number)s AND options_hash = %(options_hash)s
   AND status IN ('queued', 'running');
-
--- name: find_latest_succeeded_job
-SELECT * FROM jobs
-WHERE repo = %(repo)s AND number = %(number)s AND options_hash = %(options_hash)s
-  AND status = 'succeeded'
-ORDER BY created_at DESC
-LIMIT 1;
 
 -- name: get_job
 SELECT * FROM jobs WHERE id = %(id)s;

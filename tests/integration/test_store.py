@@ -104,5 +104,5 @@ async def test_events_carry_progress_and_count_files_done(store: JobStore) -> No
     row = await store.get_job(job_id)
     assert row["progress"] == {"step": "review", "files_total": 3, "files_done": 3}
     events = await store.events_after(job_id, 0)
-    assert [e["kind"] for e in events] == ["planned", "group_done", "group_done"]
-    assert [e["kind"] for e in await store.events_after(job_id, events[0]["id"])] == ["group_done"] * 2
+    assert [e["kind"] for e in events] == ["queued", "planned", "group_done", "group_done"]
+    assert [e["kind"] for e in await store.events_after(job_id, events[1]["id"])] == ["group_done"] * 2
