@@ -62,17 +62,6 @@ class ReviewAgent:
         runner = await self._ready()
         return await runner.run(job_id)
 
-    async def ping(self) -> str:
-        await self._ready()
-        return self._owner
-
-    async def drain(self) -> int:
-        """Send running jobs back to the queue at their next step boundary (rolling update, scale-in)."""
-        runner = await self._ready()
-        count = len(runner.running)
-        runner.drain()
-        return count
-
     async def __del__(self) -> None:
         if self._runner is not None:
             self._runner.drain()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,10 @@ from langgraph.runtime import RunControl
 
 from actors.llm_gate import LLMGate
 from actors.meter import JobMeter
-from graph.context import ReviewContext, estimate_tokens
+from graph.context import ReviewContext
 from graph.github import GitHubClient
 from graph.llm import LLMClient
+from graph.tokens import served_context_tokens, tokenizer_counter
 from prreview import metrics
 from prreview.config import Settings
 from prreview.errors import DeadlineExceeded, JobCancelled, PRReviewError
@@ -53,6 +55,12 @@ class ProgressRecorder:
         await self.store.set_head_sha(self.job_id, sha)
 
 
+@dataclass(frozen=True)
+class ModelLimits:
+    count_tokens: Callable[[str], int]
+    context_tokens: int
+
+
 @dataclass
 class JobRunner:
     settings: Settings
@@ -61,7 +69,7 @@ class JobRunner:
     github: GitHubClient
     llm: LLMClient
     owner: str
-    count_tokens: Any = estimate_tokens
+    _limits: ModelLimits | None = None
     _runs: dict[str, _Run] = field(default_factory=dict)
     _gate: LLMGate | None = None
     _draining: bool = False
@@ -86,13 +94,14 @@ class JobRunner:
         metrics.attempt_started(row["attempts"])
         if self._gate is None:
             self._gate = LLMGate(self.store, self.owner, hold_s=self.settings.llm_timeout_s + 10)
+        limits = await self._model_limits()
         meter = JobMeter(self.store, job_id, self.settings.job_max_llm_calls, self.settings.job_max_tokens,
                          self._gate, usage=dict(row["usage"]))
         context = ReviewContext(
             github=self.github, llm=self.llm, meter=meter, progress=ProgressRecorder(self.store, job_id),
-            context_tokens=self.settings.llm_context_tokens, max_completion_tokens=self.settings.llm_max_tokens,
+            context_tokens=limits.context_tokens, max_completion_tokens=self.settings.llm_max_tokens,
             max_llm_calls=self.settings.job_max_llm_calls, job_max_tokens=self.settings.job_max_tokens,
-            count_tokens=self.count_tokens)
+            count_tokens=limits.count_tokens)
         config = {"configurable": {"thread_id": job_id}}
         resume = await self.graph.checkpointer.aget_tuple(config) is not None  # type: ignore[union-attr]
         graph_input = None if resume else {"job_id": job_id, "repo": row["repo"], "number": row["number"],
@@ -130,6 +139,21 @@ class JobRunner:
                                                                 "findings": len(result["review"]["findings"])})
             metrics.review_finished("succeeded", row["created_at"])
         return "succeeded"
+
+    async def _model_limits(self) -> ModelLimits:
+        """The served model's tokenizer and context window, learned once at the first job (not at
+        start: the in-cluster LLM app may still be deploying when agents start)."""
+        if self._limits is None:
+            context = self.settings.llm_context_tokens
+            model = self.settings.llm_model
+            try:
+                card = await self.llm.model_card()
+                model = model or str(card["id"])
+                context = min(context, served_context_tokens(card) or context)
+            except PRReviewError as exc:
+                log.warning("no model card from the LLM endpoint (%s); using configured limits", exc.message)
+            self._limits = ModelLimits(await asyncio.to_thread(tokenizer_counter, model), context)
+        return self._limits
 
     async def _stopped(self, run: _Run) -> str:
         reason = run.stop_reason or "cancelled"

@@ -62,7 +62,7 @@ def main() -> None:
         asyncio.run(_load(stack.api_url, "POST", "/v1/reviews", [warm]))  # warm connections and pools
         base, base_errors = asyncio.run(_load(stack.api_url, "GET", "/healthz", per_client))
         submit, submit_errors = asyncio.run(_load(stack.api_url, "POST", "/v1/reviews", per_client))
-        running = httpx.get(f"{stack.api_url}/readyz").json()
+        running = httpx.get(f"{stack.api_url}/readyz", timeout=60).json()
 
     print(f"{args.clients} clients x {args.requests} requests, {args.background} reviews running on a 2 s LLM "
           f"(at the end: {running['running']} running, {running['queued']} queued)")

@@ -69,12 +69,15 @@ class LLMClient:
     async def model(self) -> str:
         """The configured model id, else the first model the endpoint serves."""
         if self._model is None:
-            response = await self._send("GET", "/models")
-            models = response.json().get("data") or []
-            if not models:
-                raise LLMError("The LLM endpoint serves no model.")
-            self._model = str(models[0]["id"])
+            self._model = str((await self.model_card())["id"])
         return self._model
+
+    async def model_card(self) -> dict[str, Any]:
+        """The endpoint's `/models` entry for our model (the first one when none is configured)."""
+        models = (await self._send("GET", "/models")).json().get("data") or []
+        if not models:
+            raise LLMError("The LLM endpoint serves no model.")
+        return next((m for m in models if m.get("id") == self._model), models[0])
 
     async def chat_json(self, messages: list[dict[str, str]], *, schema_name: str, schema: dict[str, Any],
                         meter: CallMeter, max_tokens: int | None = None) -> tuple[dict[str, Any], TokenUsage]:
@@ -112,10 +115,13 @@ class LLMClient:
         finally:
             await meter.release()
         try:
-            content = data["choices"][0]["message"]["content"] or ""
-            return json.loads(content), usage
+            choice = data["choices"][0]
+            content = choice["message"]["content"] or ""
+            answer = json.loads(content)
         except (KeyError, IndexError, TypeError, json.JSONDecodeError) as exc:
-            raise LLMBadOutput(f"The model's answer is not the JSON asked for: {exc}") from exc
+            reason = "it hit max_tokens" if _cut_off(data) else str(exc)
+            raise LLMBadOutput(f"The model's answer is not the JSON asked for: {reason}") from exc
+        return answer, usage
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -128,6 +134,13 @@ class LLMClient:
             error = LLMError(f"The LLM answered {response.status_code}: {response.text[:200]}")
             raise _transient(error) if response.status_code >= 500 or response.status_code == 429 else error
         return response
+
+
+def _cut_off(data: Any) -> bool:
+    try:
+        return bool(data["choices"][0].get("finish_reason") == "length")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return False
 
 
 def _transient(error: LLMError) -> LLMError:

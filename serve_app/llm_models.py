@@ -1,5 +1,5 @@
 """Which weights the in-cluster vLLM app serves: a Hugging Face id, a local directory, or the tiny
-random-weight test model built on the spot (no download).
+test model built on the spot (no download).
 
 `LLM_MODEL` is served under exactly the id it was given, as `vllm serve X` serves `X`: the agents
 send the same `LLM_MODEL` as their chat requests' `model`, so the two can never disagree.
@@ -124,21 +124,21 @@ class DemoModel(NamedTuple):
 
 def demo_model(home: Path, *, allow_download: bool = True) -> DemoModel:
     """The demo's model: DEFAULT_MODEL from the local cache (or the Hub, when reachable), else the
-    tiny random-weight model, labelled as such so that nobody mistakes its text for a review."""
+    tiny test model, labelled as such so that nobody mistakes its text for a review."""
     short = DEFAULT_MODEL.split("/")[-1]
     if cached_snapshot(DEFAULT_MODEL) is not None:
         return DemoModel(DEFAULT_MODEL, f"{short} (from the local Hugging Face cache)", False)
     if allow_download and download_model(DEFAULT_MODEL) is not None:
         return DemoModel(DEFAULT_MODEL, f"{short} (downloaded from the Hugging Face Hub)", False)
     tiny = build_tiny_model(home / "models" / TINY_MODEL_DIRNAME)
-    label = (f"{short} could not be obtained (offline?), so this demo runs a tiny RANDOM-WEIGHT test "
-             "model: the pipeline is real, but its findings and summary are meaningless text. "
+    label = (f"{short} could not be obtained (offline?), so this demo runs a tiny TEST model with random "
+             "weights: the pipeline is real, but the model's findings and summary are meaningless text. "
              f"Put {DEFAULT_MODEL} in the Hugging Face cache, or set LLM_MODEL, for real reviews.")
     return DemoModel(str(tiny), label, True)
 
 
 def _tokenizer_corpus() -> str:
-    """A few hundred KB of code and JSON from the standard library: enough merges for a toy BPE."""
+    """About 60 KB of Python from the standard library (json, textwrap): enough for a toy BPE."""
     import json
     import textwrap
 
@@ -229,7 +229,7 @@ def build_tiny_model(directory: Path, *, vocab_size: int = 1024, seed: int = TIN
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     _set_preferences(model, tokenizer, torch.Generator().manual_seed(seed))
-    model = model.to(torch.bfloat16)
+    model = model.to(torch.bfloat16)  # type: ignore[arg-type]  # transformers wraps .to; mypy misreads it
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(directory)
     model.save_pretrained(directory, safe_serialization=True)

@@ -170,7 +170,13 @@ def test_served_context_window_is_read_from_either_models_shape() -> None:
 
 @pytest.mark.vllm
 def test_both_profiles_build_an_openai_app(hf_cache: Path, tiny_model: Path) -> None:
+    import ray
     from ray.serve.deployment import Application
 
-    assert isinstance(build_llm_app({"profile": "cpu", "model": str(tiny_model)}), Application)
-    assert isinstance(build_llm_app({"profile": "gpu", "model": QWEN_7B}), Application)
+    ray_was_running = ray.is_initialized()
+    try:
+        assert isinstance(build_llm_app({"profile": "cpu", "model": str(tiny_model)}), Application)
+        assert isinstance(build_llm_app({"profile": "gpu", "model": QWEN_7B}), Application)
+    finally:
+        if not ray_was_running:  # building reads Ray's runtime context, which starts a local Ray
+            ray.shutdown()
