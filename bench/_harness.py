@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,15 +13,9 @@ import psycopg
 from prreview.config import load_settings
 from prreview.fakes.github import FakeGitHub
 from prreview.fakes.llm import ScriptedLLM
-from serve_app.local import LocalStack
+from serve_app.local import LocalStack, free_port
 
 ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

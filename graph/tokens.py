@@ -27,6 +27,9 @@ def tokenizer_counter(model_source: str | None) -> TokenCounter:
     if not model_source:
         log.warning("no model named: prompt packing uses estimated token counts")
         return estimate_tokens
+    if not _tokenizer_on_disk(model_source):  # spare a new replica transformers' slow import
+        log.warning("no local tokenizer for %s: prompt packing uses estimated token counts", model_source)
+        return estimate_tokens
     try:
         from transformers import AutoTokenizer
     except ImportError:
@@ -43,6 +46,20 @@ def tokenizer_counter(model_source: str | None) -> TokenCounter:
     if backend is not None:  # the Rust tokenizer directly: no Python-side special-token handling per call
         return lambda text: len(backend.encode(text, add_special_tokens=False).ids)
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _tokenizer_on_disk(model_source: str) -> bool:
+    """Whether a tokenizer for `model_source` can load from local files: a model directory, or a
+    Hugging Face id already in the local cache."""
+    path = os.path.expanduser(model_source)
+    if os.path.isdir(path):
+        return True
+    if model_source.count("/") != 1:
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(model_source, name), str)
+               for name in ("tokenizer.json", "tokenizer_config.json"))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -104,5 +104,4 @@ class ReviewResource(BaseModel):
     usage: Usage
     review: Review | None = None
     error: ErrorBody | None = None
-    batch_id: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,13 @@ log = logging.getLogger(__name__)
 
 # Agents mostly wait on the LLM: give Ray more logical CPUs than cores so replicas get placed.
 LOCAL_LOGICAL_CPUS = 16
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (tests and benchmarks run stacks side by side)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def setup_database(settings: Settings) -> str:

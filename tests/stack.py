@@ -7,7 +7,6 @@ for a different configuration. Every stack gets its own database and free ports.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from prreview.config import load_settings
 from prreview.fakes.github import FakeGitHub
 from prreview.fakes.llm import ScriptedLLM
 from serve_app.client import Client
-from serve_app.local import LocalStack
+from serve_app.local import LocalStack, free_port
 
 # Short leases and bounds so failure tests finish in seconds.
 TEST_ENV = {
@@ -32,12 +31,6 @@ TEST_ENV = {
     "PR_REVIEW_GITHUB_TIMEOUT_S": "5",
     "LLM_MODEL": "scripted-reviewer",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

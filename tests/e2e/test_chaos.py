@@ -19,7 +19,7 @@ CHAOS = {"PR_REVIEW_MAX_ATTEMPTS": "10"}  # many kills land on the same job; non
 def test_batch_survives_replicas_killed_at_random(stacks) -> None:
     stack = stacks.get(CHAOS)
     stack.llm.reset()
-    stack.llm.latency_s = 0.5
+    stack.llm.latency_s = 1.5
     rng = random.Random(7)
     urls = [add_pr(stack.github, files=2) for _ in range(30)]
     batch = stack.api.submit_batch(urls)
@@ -28,7 +28,7 @@ def test_batch_survives_replicas_killed_at_random(stacks) -> None:
     kills: list[float] = []
 
     def chaos() -> None:
-        while not stop.wait(rng.uniform(3, 6)):
+        while not stop.wait(rng.uniform(4, 8)):
             if kill_agent_replicas():
                 kills.append(time.time())
 
@@ -41,8 +41,9 @@ def test_batch_survives_replicas_killed_at_random(stacks) -> None:
         stop.set()
         killer.join()
         stack.llm.latency_s = 0.0
-    assert counts == {"succeeded": 30}
-    assert len(kills) >= 3
+    failures = [(j["attempts"], j["error"]) for j in (stack.api.get(i) for i in ids) if j["status"] != "succeeded"]
+    assert counts == {"succeeded": 30}, failures
+    assert len(kills) >= 2
     with psycopg.connect(stack.database_url) as conn:
         finished = dict(conn.execute("SELECT job_id::text, count(*) FROM events WHERE kind = 'succeeded' "
                                      "GROUP BY job_id").fetchall())

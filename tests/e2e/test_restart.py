@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,9 +17,8 @@ import pytest
 from prreview.fakes.github import FakeGitHub
 from prreview.fakes.llm import ScriptedLLM
 from serve_app.client import Client
-from tests.conftest import TEMPLATE_DB, _with_db
+from serve_app.local import free_port
 from tests.helpers import add_pr, schema_name, wait_for
-from tests.stack import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -66,22 +63,12 @@ class ServeProcess:
                 self.kill_tree()
 
 
-@pytest.fixture
-def isolated_db(pg_admin_url: str, pg_template: str) -> Iterator[str]:
-    name = f"restart_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-    yield _with_db(pg_admin_url, name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 def test_killing_the_whole_service_mid_batch_loses_no_job_and_finishes_none_twice(
-        isolated_db: str, tmp_path: Path) -> None:
+        database_url: str, tmp_path: Path) -> None:
     with FakeGitHub() as github, ScriptedLLM(latency_s=1.0) as llm:
         port = free_port()
         env = {**os.environ, "GITHUB_API_URL": github.url, "LLM_BASE_URL": llm.base_url, "LLM_MODEL": "scripted",
-               "DATABASE_URL": isolated_db, "PR_REVIEW_HTTP_PORT": str(port),
+               "DATABASE_URL": database_url, "PR_REVIEW_HTTP_PORT": str(port),
                "PR_REVIEW_DASHBOARD_PORT": str(free_port()), "PR_REVIEW_HOME": str(tmp_path / "home"),
                "PR_REVIEW_LEASE_S": "5", "PR_REVIEW_SWEEP_INTERVAL_S": "1"}
         serve = ServeProcess(env, tmp_path / "serve.log")
@@ -94,7 +81,7 @@ def test_killing_the_whole_service_mid_batch_loses_no_job_and_finishes_none_twic
                 wait_for(lambda: api.batch(batch["id"])["counts"].get("succeeded", 0) >= 2, timeout_s=120,
                          what="some reviews to finish before the crash")
                 serve.kill_tree()
-                with psycopg.connect(isolated_db) as conn:
+                with psycopg.connect(database_url) as conn:
                     finished_before = {str(r[0]) for r in conn.execute(
                         "SELECT id FROM jobs WHERE status = 'succeeded'")}
                 calls_before = len(llm.requests)
@@ -105,7 +92,7 @@ def test_killing_the_whole_service_mid_batch_loses_no_job_and_finishes_none_twic
         finally:
             serve.stop()
         assert 2 <= len(finished_before) < len(ids)
-        with psycopg.connect(isolated_db) as conn:
+        with psycopg.connect(database_url) as conn:
             succeeded_events = dict(conn.execute(
                 "SELECT job_id::text, count(*) FROM events WHERE kind = 'succeeded' GROUP BY job_id").fetchall())
         assert succeeded_events == dict.fromkeys(ids, 1)  # every job finished, each exactly once
