@@ -24,13 +24,13 @@ TIMEOUT_MS = 60_000  # the machine is shared with other test runs: generous, but
 _CSP_REPORT = re.compile(r"Content[ -]Security[ -]Policy", re.I)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(playwright: Playwright) -> Iterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"Chromium is not installed at {CHROMIUM}; the browser tests need it. Install it with "

@@ -17,10 +17,7 @@ from graph.analyzers import (
     default_analyzers,
     run_analyzers,
 )
-from graph.analyzers._ruff import find_ruff
 from graph.analyzers._secrets import scan_line
-
-needs_ruff = pytest.mark.skipif(find_ruff() is None, reason="ruff is not installed")
 
 CODE = '''\
 import os
@@ -42,7 +39,6 @@ def _source(path: str, content: str, changed: Sequence[int]) -> SourceFile:
     return SourceFile(path, content, {n: lines[n - 1] for n in changed})
 
 
-@needs_ruff
 async def test_ruff_results_are_kept_on_changed_lines_only(tmp_path: Path) -> None:
     file = _source("app/views.py", CODE, changed=[6, 7])
     findings, [report] = await run_analyzers({"ruff": RuffAnalyzer()}, [file])
@@ -56,7 +52,6 @@ async def test_ruff_results_are_kept_on_changed_lines_only(tmp_path: Path) -> No
     assert by_line[7]["title"].endswith("(F541)") and by_line[7]["suggestion"] == '    label = "total"'
 
 
-@needs_ruff
 async def test_ruff_ignores_the_repository_config_and_unsafe_paths(tmp_path: Path) -> None:
     evil = _source("../../outside.py", "import os\n", changed=[1])
     files = [evil, _source("pyproject.toml", "[tool.ruff]\nselect = []\n", changed=[1]),
