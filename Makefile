@@ -10,8 +10,9 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/pr-review demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed lint
 	$(VENV)/bin/python -m pytest
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy

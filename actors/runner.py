@@ -13,15 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import GraphDrained
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import RunControl
 
 from actors.llm_gate import LLMGate
 from actors.meter import JobMeter
+from graph.builder import ReviewGraph
 from graph.context import ReviewContext
 from graph.github import GitHubClient
 from graph.llm import LLMClient
+from graph.state import ReviewState
 from graph.tokens import served_context_tokens, tokenizer_counter
 from prreview import metrics
 from prreview.config import Settings
@@ -65,7 +68,7 @@ class ModelLimits:
 class JobRunner:
     settings: Settings
     store: JobStore
-    graph: CompiledStateGraph
+    graph: ReviewGraph
     github: GitHubClient
     llm: LLMClient
     owner: str
@@ -102,12 +105,13 @@ class JobRunner:
             context_tokens=limits.context_tokens, max_completion_tokens=self.settings.llm_max_tokens,
             max_llm_calls=self.settings.job_max_llm_calls, job_max_tokens=self.settings.job_max_tokens,
             count_tokens=limits.count_tokens)
-        config = {"configurable": {"thread_id": job_id}}
-        resume = await self.graph.checkpointer.aget_tuple(config) is not None  # type: ignore[union-attr]
-        graph_input = None if resume else {"job_id": job_id, "repo": row["repo"], "number": row["number"],
-                                           "options": row["options"]}
+        config: RunnableConfig = {"configurable": {"thread_id": job_id}}
+        checkpointer = self.graph.checkpointer
+        resume = isinstance(checkpointer, BaseCheckpointSaver) and await checkpointer.aget_tuple(config) is not None
+        graph_input = None if resume else ReviewState(job_id=job_id, repo=row["repo"], number=row["number"],
+                                                      options=row["options"])
         control = RunControl()
-        timed = {**config, "callbacks": [metrics.StepTimer()]}  # per-step duration metrics
+        timed: RunnableConfig = {**config, "callbacks": [metrics.StepTimer()]}  # per-step duration metrics
         task = asyncio.create_task(self.graph.ainvoke(graph_input, timed, context=context,
                                                       durability="sync", control=control))
         run = _Run(job_id, task, control, meter)

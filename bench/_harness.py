@@ -36,7 +36,7 @@ def _fresh_database() -> str:
         conn.execute(f"CREATE DATABASE {name}")
     info = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
     info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)
+    return psycopg.conninfo.make_conninfo("", **info)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import os
 import signal
 import statistics
 import time
+from datetime import datetime
 
 import httpx
 import psycopg
@@ -26,8 +27,8 @@ def agent_pids() -> list[int]:
     return replica_pids("ReviewAgent")
 
 
-def run_batch(api_url: str, urls: list[str], database_url: str, kill_every_s: float | None) -> list:
-    kills = []
+def run_batch(api_url: str, urls: list[str], database_url: str, kill_every_s: float | None) -> list[datetime]:
+    kills: list[datetime] = []
     with httpx.Client(base_url=api_url, timeout=30) as http:
         batch = http.post("/v1/batches", json={"pr_urls": urls}).json()
         next_kill = time.monotonic() + (kill_every_s or 0)
@@ -37,7 +38,9 @@ def run_batch(api_url: str, urls: list[str], database_url: str, kill_every_s: fl
                 return kills
             if kill_every_s and time.monotonic() >= next_kill:
                 with psycopg.connect(database_url) as conn:
-                    killed_at = conn.execute("SELECT now()").fetchone()[0]
+                    row = conn.execute("SELECT now()").fetchone()
+                    assert row is not None
+                    killed_at = row[0]
                 pids = agent_pids()
                 for pid in pids:
                     os.kill(pid, signal.SIGKILL)

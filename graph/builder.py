@@ -22,7 +22,10 @@ TRANSIENT = RetryPolicy(max_attempts=2, initial_interval=1.0,
                         retry_on=lambda exc: isinstance(exc, GitHubTransient | LLMBadOutput))
 
 
-def build_review_graph(checkpointer: BaseCheckpointSaver | None) -> CompiledStateGraph:
+ReviewGraph = CompiledStateGraph[ReviewState, ReviewContext, ReviewState, ReviewState]
+
+
+def build_review_graph(checkpointer: BaseCheckpointSaver | None) -> ReviewGraph:
     builder = StateGraph(ReviewState, context_schema=ReviewContext)
     builder.add_node("fetch_pr", nodes.fetch_pr, retry_policy=TRANSIENT)
     builder.add_node("prepare", nodes.prepare, retry_policy=TRANSIENT)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from actors.agent import ReviewAgent
 from actors.dispatcher import JobDispatcher
@@ -26,6 +26,7 @@ def build_app(args: dict[str, Any] | None = None, deployment_options: Deployment
     `pr-review serve` passes the same entries as `deployment_options`."""
     ReviewAppArgs.model_validate(args or {})
     opts = deployment_options or {}
-    agent = ReviewAgent.options(**opts.get("ReviewAgent", {})).bind()
-    dispatcher = JobDispatcher.options(**opts.get("JobDispatcher", {})).bind(agent)
-    return ReviewIngress.options(**opts.get("ReviewIngress", {})).bind(dispatcher, agent)
+    # serve.deployment turns each class into a Deployment; mypy still sees the class.
+    agent = cast(Deployment, ReviewAgent).options(**opts.get("ReviewAgent", {})).bind()
+    dispatcher = cast(Deployment, JobDispatcher).options(**opts.get("JobDispatcher", {})).bind(agent)
+    return cast(Deployment, ReviewIngress).options(**opts.get("ReviewIngress", {})).bind(dispatcher, agent)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
 from httpx_sse import connect_sse
 
 from prreview.models import TERMINAL_STATUSES
+
+JobList = list[dict[str, Any]]  # named outside the class, whose `list` method shadows the builtin
 
 
 class APIError(Exception):
@@ -49,13 +51,13 @@ class Client:
     def cancel(self, review_id: str) -> dict[str, Any]:
         return self._json(self._http.delete(f"/v1/reviews/{review_id}"))
 
-    def list(self, status: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    def list(self, status: str | None = None, limit: int = 20) -> JobList:
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = status
         return self._json(self._http.get("/v1/reviews", params=params))["items"]
 
-    def submit_batch(self, pr_urls: list[str], options: dict[str, Any] | None = None) -> dict[str, Any]:
+    def submit_batch(self, pr_urls: Sequence[str], options: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._json(self._http.post("/v1/batches", json={"pr_urls": pr_urls, "options": options or {}}))
 
     def batch(self, batch_id: str) -> dict[str, Any]:

@@ -70,7 +70,7 @@ class IngressCore:
         # One wake in flight is enough: the dispatcher claims every queued job when it wakes.
         if self._dispatcher is None or self._background:
             return
-        future = asyncio.ensure_future(self._dispatcher.wake.remote())  # type: ignore[arg-type]
+        future = asyncio.ensure_future(self._dispatcher.wake.remote())
         self._background.add(future)
         future.add_done_callback(self._background.discard)
 

@@ -28,7 +28,7 @@ def _admin_url(tmp_root: Path) -> str:
 def _with_db(url: str, name: str) -> str:
     conninfo = psycopg.conninfo.conninfo_to_dict(url)
     conninfo["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**conninfo)
+    return psycopg.conninfo.make_conninfo("", **conninfo)
 
 
 @pytest.fixture(scope="session")

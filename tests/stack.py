@@ -97,7 +97,7 @@ class StackManager:
             conn.execute(f"CREATE DATABASE {name} TEMPLATE {self.template_db}")
         info = psycopg.conninfo.conninfo_to_dict(self.admin_url)
         info["dbname"] = name
-        return psycopg.conninfo.make_conninfo(**info)
+        return psycopg.conninfo.make_conninfo("", **info)
 
     def _set_env(self, env: dict[str, str]) -> None:
         self._saved_env = {k: os.environ.get(k) for k in list(env) + ["LLM_BASE_URL"]}
