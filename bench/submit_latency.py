@@ -60,16 +60,24 @@ def main() -> None:
         per_client = [urls[i::args.clients] for i in range(args.clients)]
         warm = add_prs(stack.github, 20, start=90_000)
         asyncio.run(_load(stack.api_url, "POST", "/v1/reviews", [warm]))  # warm connections and pools
+        solo, _ = asyncio.run(_load(stack.api_url, "GET", "/healthz", [warm]))  # one client: the floor
+        started = time.perf_counter()
         base, base_errors = asyncio.run(_load(stack.api_url, "GET", "/healthz", per_client))
+        base_rps = len(base) / (time.perf_counter() - started)
+        started = time.perf_counter()
         submit, submit_errors = asyncio.run(_load(stack.api_url, "POST", "/v1/reviews", per_client))
+        submit_rps = len(submit) / (time.perf_counter() - started)
         running = httpx.get(f"{stack.api_url}/readyz", timeout=60).json()
 
     print(f"{args.clients} clients x {args.requests} requests, {args.background} reviews running on a 2 s LLM "
           f"(at the end: {running['running']} running, {running['queued']} queued)")
-    print(f"{'request':<18}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}")
-    for name, values, errors in (("GET /healthz", base, base_errors), ("POST /v1/reviews", submit, submit_errors)):
-        print(f"{name:<18}{percentile(values, 50):>9.1f}{percentile(values, 99):>9.1f}{max(values):>9.1f}"
-              f"{len(errors):>8}")
+    print(f"{'request':<28}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'req/s':>8}{'errors':>8}")
+    rows = (("GET /healthz, 1 client", solo, [], float("nan")),
+            (f"GET /healthz, {args.clients} clients", base, base_errors, base_rps),
+            (f"POST /v1/reviews, {args.clients} clients", submit, submit_errors, submit_rps))
+    for name, values, errors, rps in rows:
+        print(f"{name:<28}{percentile(values, 50):>9.1f}{percentile(values, 99):>9.1f}{max(values):>9.1f}"
+              f"{rps:>8.0f}{len(errors):>8}")
     print(f"ratio submit/healthz: p50 {percentile(submit, 50) / percentile(base, 50):.2f}x, "
           f"p99 {percentile(submit, 99) / percentile(base, 99):.2f}x")
     met = percentile(submit, 99) < 50 and not submit_errors
