@@ -65,10 +65,10 @@ def resume_times(database_url: str, kills: list) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--prs", type=int, default=20)
+    parser.add_argument("--prs", type=int, default=60)
     parser.add_argument("--kill-every", type=float, default=6.0)
     args = parser.parse_args()
-    with bench_stack(llm_latency_s=1.0, env={"PR_REVIEW_MAX_ATTEMPTS": "20"}) as stack:
+    with bench_stack(llm_latency_s=2.0, env={"PR_REVIEW_MAX_ATTEMPTS": "20"}) as stack:
         baseline_urls = add_prs(stack.github, args.prs, start=1, files=3)
         run_batch(stack.api_url, baseline_urls, stack.database_url, None)
         baseline_calls = len(stack.llm.requests)
@@ -79,7 +79,7 @@ def main() -> None:
         chaos_s = time.monotonic() - started
         chaos_calls = len(stack.llm.requests)
         times = resume_times(stack.database_url, kills)
-    print(f"{args.prs} PRs (3 files each), LLM latency 1 s, replicas SIGKILLed every {args.kill_every:.0f} s")
+    print(f"{args.prs} PRs (3 files each), LLM latency 2 s, replicas SIGKILLed every {args.kill_every:.0f} s")
     print(f"kills: {len(kills)} over {chaos_s:.0f} s; interrupted jobs resumed: {len(times)}")
     if times:
         print(f"resume time after a kill: median {statistics.median(times):.1f} s, p90 {percentile(times, 90):.1f} s, "
