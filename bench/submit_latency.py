@@ -72,7 +72,8 @@ def main() -> None:
     print(f"{args.clients} clients x {args.requests} requests, {args.background} reviews running on a 2 s LLM "
           f"(at the end: {running['running']} running, {running['queued']} queued)")
     print(f"{'request':<28}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'req/s':>8}{'errors':>8}")
-    rows = (("GET /healthz, 1 client", solo, [], float("nan")),
+    rows: tuple[tuple[str, list[float], list[str], float], ...] = (
+        ("GET /healthz, 1 client", solo, [], float("nan")),
             (f"GET /healthz, {args.clients} clients", base, base_errors, base_rps),
             (f"POST /v1/reviews, {args.clients} clients", submit, submit_errors, submit_rps))
     for name, values, errors, rps in rows:

@@ -54,7 +54,15 @@ def serve() -> None:
     """Start the database (embedded unless DATABASE_URL), Ray and the Serve apps; foreground."""
     from serve_app.local import LocalStack
 
-    stack = LocalStack(load_settings())
+    settings = load_settings()
+    if not settings.llm_base_url and not settings.llm_model:
+        from serve_app.llm_models import DEFAULT_MODEL, cached_snapshot, download_model
+
+        if cached_snapshot(DEFAULT_MODEL) is None and download_model(DEFAULT_MODEL) is None:
+            fail(f"no model to serve: {DEFAULT_MODEL} is not in the Hugging Face cache and cannot be downloaded. "
+                 "Set LLM_MODEL to a local model directory, or LLM_BASE_URL to an OpenAI-compatible endpoint "
+                 "(`pr-review demo` runs a tiny test model offline).")
+    stack = LocalStack(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -54,7 +54,8 @@ class LocalStack:
     with_llm_app: bool = True
     started: list[str] = field(default_factory=list)
 
-    def start(self, *, wait_ready_s: float = 180.0) -> None:
+    def start(self, *, wait_ready_s: float | None = None) -> None:
+        """Start everything; readiness waits longer when vLLM has to load a model."""
         import ray
         from ray import serve
 
@@ -74,7 +75,7 @@ class LocalStack:
         serve.run(reviews.builder()(reviews.args, reviews.deployments), name=reviews.name,
                   route_prefix=reviews.route_prefix, blocking=False)
         self.started.append(reviews.name)
-        self.wait_ready(wait_ready_s)
+        self.wait_ready(wait_ready_s or (900.0 if "llm" in self.started else 180.0))
 
     @property
     def dashboard_url(self) -> str:
