@@ -4,7 +4,7 @@ The same batch (same PR contents) runs twice in one session: once undisturbed (t
 once while agent replicas are SIGKILLed every few seconds. Waste ratio = LLM calls with chaos /
 LLM calls without. Resume time = from a kill to each interrupted job's next `started` event.
 
-    python bench/recovery.py [--prs 20] [--kill-every 6]
+    python bench/recovery.py [--prs 60] [--kill-every 15]
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def resume_times(database_url: str, kills: list) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prs", type=int, default=60)
-    parser.add_argument("--kill-every", type=float, default=6.0)
+    parser.add_argument("--kill-every", type=float, default=15.0)
     args = parser.parse_args()
     with bench_stack(llm_latency_s=2.0, env={"PR_REVIEW_MAX_ATTEMPTS": "20"}) as stack:
         baseline_urls = add_prs(stack.github, args.prs, start=1, files=3)
