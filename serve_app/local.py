@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from prreview import db_watchdog
 from prreview.config import Settings
-from prreview.db import migrate, resolve_database_url
+from prreview.db import migrate, resolve_database_url, stop_embedded_postgres
 from prreview.sql import queries
 from serve_app.serve_config import DEFAULT_PATH, load_apps
 
@@ -53,13 +54,19 @@ class LocalStack:
     config_path: Path = DEFAULT_PATH
     with_llm_app: bool = True
     started: list[str] = field(default_factory=list)
+    embedded_db: bool = False
 
     def start(self, *, wait_ready_s: float | None = None) -> None:
         """Start everything; readiness waits longer when vLLM has to load a model."""
         import ray
         from ray import serve
 
+        self.embedded_db = not self.settings.database_url
+        if self.embedded_db:
+            db_watchdog.wait_for_previous(self.settings)
         setup_database(self.settings)
+        if self.embedded_db:
+            db_watchdog.start(self.settings, os.getpid())
         self.settings = self.settings.model_copy(update={"database_url": os.environ["DATABASE_URL"]})
         ray.init(num_cpus=LOCAL_LOGICAL_CPUS, include_dashboard=True, dashboard_host="127.0.0.1",
                  dashboard_port=self.settings.dashboard_port, namespace="pr-review",
@@ -99,11 +106,15 @@ class LocalStack:
         import ray
         from ray import serve
 
-        if ray.is_initialized():
-            try:
-                serve.shutdown()
-            finally:
-                ray.shutdown()
+        try:
+            if ray.is_initialized():
+                try:
+                    serve.shutdown()
+                finally:
+                    ray.shutdown()
+        finally:
+            if self.embedded_db:
+                stop_embedded_postgres(self.settings)
 
 
 def replica_pids(deployment: str) -> list[int]:
