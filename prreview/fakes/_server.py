@@ -6,6 +6,7 @@ import signal
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
 
@@ -13,7 +14,25 @@ import uvicorn
 from starlette.types import ASGIApp
 
 
-class BackgroundServer:
+class Startable(ABC):
+    """`with x:` for anything with start() and stop()."""
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class BackgroundServer(Startable):
     """An ASGI app served by uvicorn in a daemon thread.
 
     The socket is bound in `start()` (port 0 picks a free port), so `url` is known before the
@@ -81,13 +100,6 @@ class BackgroundServer:
         self._server, self._thread, self._socket = None, None, None
         # `port`/`url` keep answering after stop, for messages and for a restart on the same port.
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def wait_for_signal(server: BackgroundServer) -> None:

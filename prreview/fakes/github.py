@@ -18,8 +18,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,7 +42,7 @@ from prreview.fakes._github_model import (
     user_json,
 )
 from prreview.fakes._patch import PatchLine, find_line, git_blob_sha
-from prreview.fakes._server import BackgroundServer, wait_for_signal
+from prreview.fakes._server import BackgroundServer, Startable, wait_for_signal
 
 __all__ = ["FakeFile", "FakeGitHub", "RecordedRequest"]
 
@@ -159,7 +158,7 @@ def _wrap_base64(data: bytes) -> str:
     return "".join(encoded[i:i + 60] + "\n" for i in range(0, len(encoded), 60))
 
 
-class FakeGitHub:
+class FakeGitHub(Startable):
     """GitHub's REST shapes on 127.0.0.1, with fault injection and a record of every request.
 
     `token`: when set, a request carrying another token gets 401 and writes need it; when None
@@ -194,13 +193,6 @@ class FakeGitHub:
     def stop(self) -> None:
         self.server.stop()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

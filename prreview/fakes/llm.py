@@ -16,15 +16,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from prreview.fakes._server import BackgroundServer, wait_for_signal
+from prreview.fakes._server import BackgroundServer, Startable, wait_for_signal
 from prreview.fakes._toy_reviewer import all_message_text, default_responder
 
 __all__ = ["LLMCall", "Responder", "ScriptedLLM"]
@@ -67,7 +66,7 @@ def completion_tokens(content: str) -> int:
     return len(content) // 4 + 1
 
 
-class ScriptedLLM:
+class ScriptedLLM(Startable):
     """An OpenAI-compatible server with knobs: latency, failures, hangs, custom answers.
 
     Counters and records are thread-safe. A request whose client disconnects while it waits
@@ -101,13 +100,6 @@ class ScriptedLLM:
         self._closing.set()  # hung requests give up, so the server can drain
         self.server.stop()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
