@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -95,15 +94,3 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment; overrides win (used by tests and the CLI)."""
     return Settings(**overrides)  # type: ignore[arg-type]
-
-
-def export_env(settings: Settings) -> dict[str, str]:
-    """Environment that makes Ray workers read the same settings (secrets included, never logged)."""
-    env = {"PR_REVIEW_HOME": str(settings.home), "GITHUB_API_URL": settings.github_api_url,
-           "PR_REVIEW_HTTP_PORT": str(settings.http_port)}
-    if settings.database_url:
-        env["DATABASE_URL"] = settings.database_url
-    for name in ("LLM_BASE_URL", "LLM_MODEL", "GITHUB_TOKEN", "LLM_API_KEY"):
-        if name in os.environ:
-            env[name] = os.environ[name]
-    return env

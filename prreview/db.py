@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import psutil
 import psycopg
@@ -84,12 +82,3 @@ def migrate(database_url: str) -> list[int]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return applied
-
-
-@asynccontextmanager
-async def pool_for(database_url: str, **kwargs: int) -> AsyncIterator[AsyncConnectionPool]:
-    pool = await open_pool(database_url, **kwargs)
-    try:
-        yield pool
-    finally:
-        await pool.close()

@@ -161,9 +161,6 @@ class JobStore:
     async def set_head_sha(self, job_id: str, head_sha: str) -> None:
         await self._one_exec("set_head_sha", id=job_id, head_sha=head_sha)
 
-    async def set_published_review(self, job_id: str, review_id: int) -> None:
-        await self._one_exec("set_published_review", id=job_id, review_id=review_id)
-
     async def record_event(self, job_id: str, kind: str, data: dict[str, Any], *,
                            progress: dict[str, Any] | None = None, files_done_delta: int = 0) -> Row | None:
         """Append an event; returns {event_id, progress, usage} after it, None for an unknown job."""

@@ -154,9 +154,6 @@ RETURNING usage;
 -- name: set_head_sha
 UPDATE jobs SET head_sha = %(head_sha)s, updated_at = now() WHERE id = %(id)s;
 
--- name: set_published_review
-UPDATE jobs SET published_review_id = %(review_id)s, updated_at = now() WHERE id = %(id)s;
-
 -- name: record_event
 -- One progress event; the job's progress follows it: `progress` keys replace, and
 -- `files_done_delta` adds to files_done (parallel groups finish in any order).

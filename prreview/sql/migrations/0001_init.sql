@@ -21,7 +21,6 @@ CREATE TABLE jobs (
     usage             jsonb       NOT NULL DEFAULT '{"llm_calls": 0, "prompt_tokens": 0, "completion_tokens": 0}',
     review            jsonb,
     error             jsonb,
-    published_review_id bigint,
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now(),
     started_at        timestamptz,
