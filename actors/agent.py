@@ -1,7 +1,8 @@
 """ReviewAgent: the pool of stateless review workers, a Ray Serve deployment.
 
 Replicas hold only the jobs they are running right now; Serve scales them on ongoing + queued
-requests (the dispatcher's calls), never on CPU.
+requests (the dispatcher's calls), never on CPU. Replica counts, `max_ongoing_requests` and
+autoscaling come from serve_config.yaml only.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ import uuid
 from ray import serve
 
 from actors import replica_shutdown
+from actors.llm_gate import LLMGate, global_slots
 from actors.resources import AgentResources
 from actors.runner import JobRunner
 from graph.builder import build_review_graph
+from prreview import metrics, notify
 from prreview.config import load_settings
+from prreview.db import is_transient
 
 log = logging.getLogger(__name__)
 
 
-@serve.deployment(name="ReviewAgent", max_ongoing_requests=4, graceful_shutdown_timeout_s=30)
+@serve.deployment(name="ReviewAgent")
 class ReviewAgent:
     def __init__(self) -> None:
         self._settings = load_settings()
@@ -35,19 +39,27 @@ class ReviewAgent:
         self._runner: JobRunner | None = None
         self._resources: AgentResources | None = None
         self._starting = asyncio.Lock()
-        self._heartbeat: asyncio.Task[None] | None = None
-        self._drain_watch: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def _ready(self) -> JobRunner:
         async with self._starting:
             if self._runner is None:
                 resources = await AgentResources.open(self._settings)
-                self._resources = resources
-                self._runner = JobRunner(self._settings, resources.store, build_review_graph(resources.checkpointer),
-                                         resources.github, resources.llm, self._owner)
+                db = resources.db
+                gate = LLMGate(db.store, self._owner, global_slots(self._settings),
+                               hold_s=self._settings.llm_timeout_s + 10)
+                runner = JobRunner(self._settings, db.store, db.lifecycle, build_review_graph(resources.checkpointer),
+                                   resources.github, resources.llm, gate, self._owner)
+                # Pushed: a cancel reaches the run at once, a freed LLM slot wakes the waiters.
+                db.listener.subscribe(notify.CANCEL, lambda job_id: runner.stop(job_id, "cancelled"))
+                db.listener.subscribe(notify.LLM_SLOTS, lambda _: gate.freed.notify())
+                db.listener.on_reconnect(gate.freed.notify)
+                db.listener.start()
                 period = min(1.0, self._settings.lease_s / 3)
-                self._heartbeat = asyncio.create_task(self._runner.heartbeat_forever(period))
-                self._drain_watch = asyncio.create_task(self._watch_for_shutdown(self._runner))
+                self._tasks = [asyncio.create_task(runner.heartbeat_forever(period), name="heartbeat"),
+                               asyncio.create_task(self._watch_for_shutdown(runner), name="drain-watch"),
+                               metrics.watch_event_loop_lag()]
+                self._resources, self._runner = resources, runner
         return self._runner
 
     async def _watch_for_shutdown(self, runner: JobRunner) -> None:
@@ -59,14 +71,23 @@ class ReviewAgent:
         runner.drain()
 
     async def run(self, job_id: str) -> str:
-        runner = await self._ready()
+        try:
+            runner = await self._ready()
+        except Exception as exc:
+            # A replica that starts while the database is away (the autoscaler added it during a
+            # failover) cannot open its pool yet: the job did not start here, so it goes back to the
+            # queue, as when `start` itself is unreachable. Raising instead read as a lost replica.
+            if not is_transient(exc):
+                raise
+            log.warning("review %s not started: the database is unreachable (%s)", job_id, type(exc).__name__)
+            return "skipped"
         return await runner.run(job_id)
 
     async def __del__(self) -> None:
         if self._runner is not None:
             self._runner.drain()
             await self._runner.wait_idle(timeout_s=self._settings.lease_s)
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        for task in self._tasks:
+            task.cancel()
         if self._resources is not None:
             await self._resources.close()

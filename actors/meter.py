@@ -1,13 +1,18 @@
-"""Per-job LLM accounting: budget checks before each call, usage recorded after it."""
+"""Per-job LLM accounting: the budget checked before each call, usage recorded after it."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from actors.llm_gate import LLMGate
 from graph.llm import TokenUsage
+from prreview.db import retry_transient
 from prreview.errors import BudgetExceeded, JobCancelled
 from prreview.store import JobStore
+
+# A database blip while usage is written must not lose a call already paid for.
+USAGE_WRITE_RETRY_S = 30.0
 
 
 @dataclass
@@ -21,9 +26,12 @@ class JobMeter:
     gate: LLMGate
     usage: dict[str, int] = field(default_factory=dict)
     cancelled: bool = False
-    _slots: list[int] = field(default_factory=list)
+    # When this run of the job began: its calls wait for a global slot behind those of reviews
+    # started before it (actors/llm_gate.py).
+    started: float = field(default_factory=time.monotonic)
 
-    async def before_call(self) -> None:
+    async def before_call(self) -> int | None:
+        """Counts the call (and takes a global slot, returned); raises when the job may not spend."""
         if self.cancelled:
             raise JobCancelled("The review was cancelled; no further LLM call is made.")
         calls = self.usage.get("llm_calls", 0)
@@ -32,14 +40,15 @@ class JobMeter:
             raise BudgetExceeded(f"The review used its budget of {self.max_calls} LLM calls.")
         if tokens >= self.max_tokens:
             raise BudgetExceeded(f"The review used its budget of {self.max_tokens} tokens ({tokens} used).")
-        self._slots.append(await self.gate.acquire(self.job_id))
-        # Count the call before it is sent: a call that dies half-way has still been paid for.
-        self.usage = await self.store.add_usage(self.job_id, llm_calls=1, prompt_tokens=0, completion_tokens=0)
+        begun = await self.gate.begin(self.job_id, priority=self.started)
+        self.usage = begun.usage
+        return begun.slot
 
     async def after_call(self, usage: TokenUsage) -> None:
-        self.usage = await self.store.add_usage(self.job_id, llm_calls=0, prompt_tokens=usage.prompt_tokens,
-                                                completion_tokens=usage.completion_tokens)
+        self.usage = await retry_transient(
+            lambda: self.store.add_tokens(self.job_id, prompt_tokens=usage.prompt_tokens,
+                                          completion_tokens=usage.completion_tokens),
+            within_s=USAGE_WRITE_RETRY_S)
 
-    async def release(self) -> None:
-        if self._slots:
-            await self.gate.release(self._slots.pop())
+    async def release(self, slot: int | None) -> None:
+        await self.gate.release(slot)

@@ -1,17 +1,25 @@
-"""Opens what an agent or dispatcher replica needs, from the one Settings object."""
+"""Opens what a replica needs, from the one Settings object: the schema (migrated by whoever starts
+first), the pool, the listener, the clients."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg_pool import AsyncConnectionPool
 
 from graph.github import GitHubClient
+from graph.github_app import GitHubApp
 from graph.llm import LLMClient
 from prreview.config import Settings
-from prreview.db import open_pool
+from prreview.db import migrate, open_pool
+from prreview.lifecycle import Lifecycle
+from prreview.notify import Listener
 from prreview.store import JobStore
+
+log = logging.getLogger(__name__)
 
 
 def require_database_url(settings: Settings) -> str:
@@ -21,11 +29,41 @@ def require_database_url(settings: Settings) -> str:
     return settings.database_url
 
 
-async def open_store(settings: Settings, *, max_size: int = 10) -> JobStore:
-    return JobStore(await open_pool(require_database_url(settings), max_size=max_size))
+@dataclass
+class Database:
+    """A replica's view of PostgreSQL: its pool, the job store and lifecycle on it, and one
+    listener connection for the notifications the replica subscribes to."""
+
+    pool: AsyncConnectionPool
+    store: JobStore
+    lifecycle: Lifecycle
+    listener: Listener
+
+    @classmethod
+    async def open(cls, settings: Settings, *, max_size: int = 10, timeout_s: float = 30.0) -> Database:
+        """Migrates the schema first (idempotent, under an advisory lock): `serve deploy` on an
+        empty database gives a working service, whichever replica starts first."""
+        url = require_database_url(settings)
+        applied = await asyncio.to_thread(migrate, url)
+        if applied:
+            log.info("database migrated to version %s", applied[-1])
+        pool = await open_pool(url, max_size=max_size, timeout_s=timeout_s)
+        return cls(pool, JobStore(pool), Lifecycle(pool), Listener(url))
+
+    async def close(self) -> None:
+        await self.listener.stop()
+        await self.pool.close()
 
 
 def github_client(settings: Settings) -> GitHubClient:
+    """As the GitHub App when GITHUB_APP_ID is set (each job then acts for its installation, see
+    `GitHubClient.for_installation`), else with GITHUB_TOKEN (or anonymous). No I/O but reading the
+    App's key file; a missing or malformed key stops the start (`AppKeyMissing`, ValueError)."""
+    key = settings.github_app_key()
+    if settings.github_app_id is not None and key is not None:
+        app = GitHubApp(settings.github_api_url, settings.github_app_id, key, timeout_s=settings.github_timeout_s)
+        return GitHubClient(settings.github_api_url, None, timeout_s=settings.github_timeout_s,
+                            rate_limit_max_wait_s=settings.github_rate_limit_max_wait_s, app=app)
     token = settings.github_token.get_secret_value() if settings.github_token else None
     return GitHubClient(settings.github_api_url, token, timeout_s=settings.github_timeout_s,
                         rate_limit_max_wait_s=settings.github_rate_limit_max_wait_s)
@@ -39,20 +77,18 @@ def llm_client(settings: Settings) -> LLMClient:
 
 @dataclass
 class AgentResources:
-    pool: AsyncConnectionPool
-    store: JobStore
+    db: Database
     checkpointer: AsyncPostgresSaver
     github: GitHubClient
     llm: LLMClient
 
     @classmethod
     async def open(cls, settings: Settings) -> AgentResources:
-        store = await open_store(settings)
-        checkpointer = AsyncPostgresSaver(conn=store.pool)  # type: ignore[arg-type]
-        await checkpointer.setup()
-        return cls(store.pool, store, checkpointer, github_client(settings), llm_client(settings))
+        db = await Database.open(settings)
+        checkpointer = AsyncPostgresSaver(conn=db.pool)  # type: ignore[arg-type]
+        return cls(db, checkpointer, github_client(settings), llm_client(settings))
 
     async def close(self) -> None:
         await self.github.aclose()
         await self.llm.aclose()
-        await self.pool.close()
+        await self.db.close()

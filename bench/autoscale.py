@@ -23,7 +23,7 @@ import psutil
 from bench._harness import add_prs, bench_stack
 from bench._timeline import AGENT, TimelineRecorder, agent_replicas, markdown_table, plot, write_csv
 from serve_app.client import Client
-from serve_app.serve_config import load_apps
+from serve_app.serve_config import REVIEWS_APP, deployment_options, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
 
 def run(reviews: int, latency_s: float, csv_path: Path, png_path: Path, settle_s: float,
         scale_down_timeout_s: float) -> str:
-    agent = load_apps()["reviews"].deployments[AGENT]
+    agent = deployment_options(load_config(), REVIEWS_APP, AGENT)
     autoscaling = agent["autoscaling_config"]
     num_cpus = agent.get("ray_actor_options", {}).get("num_cpus")
     low, high = int(autoscaling["min_replicas"]), int(autoscaling["max_replicas"])
@@ -48,7 +48,7 @@ def run(reviews: int, latency_s: float, csv_path: Path, png_path: Path, settle_s
     with bench_stack(llm_latency_s=latency_s) as stack:
         _wait(lambda: agent_replicas() == (low, low), 120, "the agent pool at its minimum")
         urls = add_prs(stack.github, reviews, files=1)
-        with Client(stack.api_url) as api, TimelineRecorder(stack.database_url) as recorder:
+        with Client(stack.api_url, api_key=stack.api_key) as api, TimelineRecorder(stack.database_url) as recorder:
             time.sleep(settle_s)  # a few idle samples before the spike
             spike_t = recorder.elapsed_s()
             api.submit_batch(urls)

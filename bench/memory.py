@@ -19,9 +19,10 @@ from bench._harness import add_prs, bench_stack
 from bench.recovery import agent_pids
 
 
-def peak_rss_mb(api_url: str, urls: list[str], sample_s: float) -> tuple[float, int, int]:
+def peak_rss_mb(api_url: str, urls: list[str], sample_s: float,
+                headers: dict[str, str]) -> tuple[float, int, int]:
     """Submit `urls`, then sample the agents' RSS while they work; (peak MB, max queued, replicas)."""
-    with httpx.Client(base_url=api_url, timeout=60) as http:
+    with httpx.Client(base_url=api_url, timeout=60, headers=headers) as http:
         http.post("/v1/batches", json={"pr_urls": urls}).raise_for_status()
         peak, max_queued, replicas = 0.0, 0, 0
         deadline = time.monotonic() + sample_s
@@ -44,9 +45,9 @@ def main() -> None:
     args = parser.parse_args()
     with bench_stack(llm_latency_s=2.0) as stack:
         few, few_queued, few_replicas = peak_rss_mb(stack.api_url, add_prs(stack.github, args.few, start=1),
-                                                    args.sample_s)
+                                                    args.sample_s, stack.headers)
         many, many_queued, many_replicas = peak_rss_mb(
-            stack.api_url, add_prs(stack.github, args.many, start=10_000), args.sample_s)
+            stack.api_url, add_prs(stack.github, args.many, start=10_000), args.sample_s, stack.headers)
     print(f"{'jobs submitted':<16}{'max queued':>12}{'replicas':>10}{'peak RSS per replica':>24}")
     print(f"{args.few:<16}{few_queued:>12}{few_replicas:>10}{few:>21.0f} MB")
     print(f"{args.many:<16}{many_queued:>12}{many_replicas:>10}{many:>21.0f} MB")

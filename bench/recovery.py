@@ -27,15 +27,18 @@ def agent_pids() -> list[int]:
     return replica_pids("ReviewAgent")
 
 
-def run_batch(api_url: str, urls: list[str], database_url: str, kill_every_s: float | None) -> list[datetime]:
+def run_batch(api_url: str, urls: list[str], database_url: str, kill_every_s: float | None,
+              headers: dict[str, str]) -> tuple[list[datetime], dict[str, int]]:
+    """Runs the batch to its end (killing the agents every `kill_every_s`); the kills' times and
+    the batch's final counts by status."""
     kills: list[datetime] = []
-    with httpx.Client(base_url=api_url, timeout=30) as http:
+    with httpx.Client(base_url=api_url, timeout=30, headers=headers) as http:
         batch = http.post("/v1/batches", json={"pr_urls": urls}).json()
         next_kill = time.monotonic() + (kill_every_s or 0)
         while True:
             counts = http.get(f"/v1/batches/{batch['id']}").json()["counts"]
             if counts.get("succeeded", 0) + counts.get("failed", 0) == len(urls):
-                return kills
+                return kills, counts
             if kill_every_s and time.monotonic() >= next_kill:
                 with psycopg.connect(database_url) as conn:
                     row = conn.execute("SELECT now()").fetchone()
@@ -70,17 +73,18 @@ def main() -> None:
     args = parser.parse_args()
     with bench_stack(llm_latency_s=2.0, env={"PR_REVIEW_MAX_ATTEMPTS": "20"}) as stack:
         baseline_urls = add_prs(stack.github, args.prs, start=1, files=3)
-        run_batch(stack.api_url, baseline_urls, stack.database_url, None)
+        run_batch(stack.api_url, baseline_urls, stack.database_url, None, stack.headers)
         baseline_calls = len(stack.llm.requests)
         stack.llm.reset()
         chaos_urls = add_prs(stack.github, args.prs, start=10_000, files=3)
         started = time.monotonic()
-        kills = run_batch(stack.api_url, chaos_urls, stack.database_url, args.kill_every)
+        kills, counts = run_batch(stack.api_url, chaos_urls, stack.database_url, args.kill_every, stack.headers)
         chaos_s = time.monotonic() - started
         chaos_calls = len(stack.llm.requests)
         times = resume_times(stack.database_url, kills)
     print(f"{args.prs} PRs (3 files each), LLM latency 2 s, replicas SIGKILLed every {args.kill_every:.0f} s")
-    print(f"kills: {len(kills)} over {chaos_s:.0f} s; interrupted jobs resumed: {len(times)}")
+    print(f"kills: {len(kills)} over {chaos_s:.0f} s; interrupted jobs resumed: {len(times)}; "
+          f"the batch ended {counts}")
     if times:
         print(f"resume time after a kill: median {statistics.median(times):.1f} s, p90 {percentile(times, 90):.1f} s, "
               f"max {max(times):.1f} s (goal < 15 s)")

@@ -14,12 +14,11 @@ from langgraph.types import RetryPolicy
 from graph import nodes
 from graph.context import ReviewContext
 from graph.state import ReviewState
-from prreview.errors import GitHubTransient, LLMBadOutput
+from prreview.errors import GitHubTransient
 
-# Transient faults are retried by the clients themselves; a node retries what a fresh attempt
-# can fix (malformed model output, GitHub flakiness that outlasted the client's own retries).
-TRANSIENT = RetryPolicy(max_attempts=2, initial_interval=1.0,
-                        retry_on=lambda exc: isinstance(exc, GitHubTransient | LLMBadOutput))
+# Transient faults are retried by the clients themselves; a node runs once more on GitHub flakiness
+# that outlasted its client's retries. (Malformed model output is asked for again inside the node.)
+TRANSIENT = RetryPolicy(max_attempts=2, initial_interval=1.0, retry_on=lambda exc: isinstance(exc, GitHubTransient))
 
 
 ReviewGraph = CompiledStateGraph[ReviewState, ReviewContext, ReviewState, ReviewState]

@@ -9,10 +9,10 @@ there, and `graph.findings` moves a finding that names one onto a changed line o
 from __future__ import annotations
 
 import html
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import re2
 from unidiff import PatchSet
 from unidiff.errors import UnidiffParseError
 
@@ -34,22 +34,29 @@ BINARY_EXTENSIONS = {
 }
 MAX_SCOPE_LINES = 12   # lines shown from the enclosing definition down; the rest becomes a gap marker
 MAX_SCOPE_SCAN = 400   # how far above a hunk its enclosing definition is looked for
+MAX_DEFINITION_CHARS = 400  # of a line, read to tell whether it opens a definition
 
 # A line that opens a definition: a keyword in most languages, or (brace languages) a C-like
-# signature `type name(` that is not a statement.
-_KEYWORD_DEFINITION = re.compile(
+# signature `type name(` whose first word is not a statement keyword. RE2: linear in the line,
+# whatever a PR puts in it.
+_KEYWORD_DEFINITION = re2.compile(
     r"^\s*(?:@?(?:export|default|public|private|protected|internal|static|final|abstract|async|override|"
     r"virtual|inline|unsafe|extern|sealed|open|pub(?:\([^)]*\))?)\s+)*"
     r"(?:def|class|function|func|fn|struct|enum|trait|impl|interface|module|namespace|object|record)\b")
-_C_SIGNATURE = re.compile(r"^\s*(?!(?:return|else|if|while|for|switch|case|new|throw|await|yield|delete|do)"
-                          r"\b)[A-Za-z_][\w<>\[\],:*& ]*\s[*&]?[A-Za-z_]\w*\s*\([^;]*$")
+_C_SIGNATURE = re2.compile(r"^\s*(?P<first>[A-Za-z_]\w*)[\w<>\[\],:*& ]*\s[*&]?[A-Za-z_]\w*\s*\([^;]*$")
+_STATEMENTS = frozenset({"return", "else", "if", "while", "for", "switch", "case", "new", "throw", "await",
+                         "yield", "delete", "do"})
 _INDENT_LANGUAGES = {"python", "ruby", "yaml"}
 
 
 def is_definition(text: str, language: str | None) -> bool:
+    text = text[:MAX_DEFINITION_CHARS]
     if _KEYWORD_DEFINITION.match(text):
         return True
-    return language not in _INDENT_LANGUAGES and bool(_C_SIGNATURE.match(text))
+    if language in _INDENT_LANGUAGES:
+        return False
+    signature = _C_SIGNATURE.match(text)
+    return signature is not None and signature.group("first") not in _STATEMENTS
 
 
 def extension(path: str) -> str:

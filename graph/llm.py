@@ -28,23 +28,26 @@ class TokenUsage:
 
 
 class CallMeter(Protocol):
-    """Per-job accounting hooks around each LLM request (budget, global concurrency, usage)."""
+    """Per-job accounting hooks around each LLM request (budget, global concurrency, usage).
 
-    async def before_call(self) -> None: ...
+    `before_call` returns the global slot the call holds (None: uncapped), which `release` frees
+    the moment the answer is in, before its usage is written."""
+
+    async def before_call(self) -> int | None: ...
 
     async def after_call(self, usage: TokenUsage) -> None: ...
 
-    async def release(self) -> None: ...
+    async def release(self, slot: int | None) -> None: ...
 
 
 class NullMeter:
-    async def before_call(self) -> None:
+    async def before_call(self) -> int | None:
         return None
 
     async def after_call(self, usage: TokenUsage) -> None:
         return None
 
-    async def release(self) -> None:
+    async def release(self, slot: int | None) -> None:
         return None
 
 
@@ -93,27 +96,27 @@ class LLMClient:
         }
         async for attempt in AsyncRetrying(retry=retry_if_exception(_retryable),
                                            stop=stop_after_attempt(self.max_retries + 1),
-                                           wait=wait_exponential_jitter(initial=0.5, max=8), reraise=True):
+                                           wait=wait_exponential_jitter(multiplier=0.5, max=8), reraise=True):
             with attempt:
                 return await self._metered_call(body, meter)
         raise AssertionError("unreachable")
 
     async def _metered_call(self, body: dict[str, Any], meter: CallMeter) -> tuple[dict[str, Any], TokenUsage]:
-        await meter.before_call()
+        slot = await meter.before_call()
         started = time.perf_counter()
         try:
             response = await self._send("POST", "/chat/completions", json=body)
-            data = response.json()
-            usage = TokenUsage(**{k: int((data.get("usage") or {}).get(k) or 0)
-                                  for k in ("prompt_tokens", "completion_tokens")})
-            metrics.llm_call(str(body["model"]), ok=True, seconds=time.perf_counter() - started,
-                             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
-            await meter.after_call(usage)
         except LLMError:
             metrics.llm_call(str(body["model"]), ok=False, seconds=time.perf_counter() - started)
             raise
         finally:
-            await meter.release()
+            await meter.release(slot)  # the model is free for the next call: the usage write can wait
+        data = response.json()
+        usage = TokenUsage(**{k: int((data.get("usage") or {}).get(k) or 0)
+                              for k in ("prompt_tokens", "completion_tokens")})
+        metrics.llm_call(str(body["model"]), ok=True, seconds=time.perf_counter() - started,
+                         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+        await meter.after_call(usage)
         try:
             choice = data["choices"][0]
             content = choice["message"]["content"] or ""

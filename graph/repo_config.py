@@ -41,14 +41,15 @@ class AnalyzerSettings(BaseModel):
 
 
 class RepoConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Enum values as plain strings: the config is checkpointed in the graph's state.
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
 
     focus: str | None = Field(default=None, max_length=500)
     instructions: str | None = Field(default=None, max_length=MAX_INSTRUCTIONS_CHARS)
     ignore: list[str] = Field(default_factory=list, max_length=200)
-    min_severity: Severity = "nit"
+    min_severity: Severity = Severity.NIT
     max_nits: int | None = Field(default=None, ge=0, le=50)
-    request_changes_at: Severity = "major"
+    request_changes_at: Severity = Severity.MAJOR
     analyzers: AnalyzerSettings = Field(default_factory=AnalyzerSettings)
     # Where the settings came from, and what was wrong with them (reported in the summary).
     sources: list[str] = Field(default_factory=list)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-SEVERITIES = ["critical", "major", "minor", "nit"]
-VERDICTS = ["approve", "comment", "request_changes"]
+from prreview.models import Severity, Verdict
+
+SEVERITIES = [s.value for s in Severity]
+VERDICTS = [v.value for v in Verdict]
 MAX_FINDINGS_PER_GROUP = 8
 
 

@@ -2,13 +2,21 @@
 
 Only when the tokenizer cannot be had (an external endpoint's model, a model absent from this node)
 does packing fall back to the character-based estimate, and it says so in the log.
+
+Counters are picklable, so planning can count in a worker process (`graph.offload`): the
+tokenizer travels as the path of a `tokenizer.json` that each process loads once.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import tempfile
+import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -43,9 +51,57 @@ def tokenizer_counter(model_source: str | None) -> TokenCounter:
                     model_source, _first_line(exc))
         return estimate_tokens
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # the Rust tokenizer directly: no Python-side special-token handling per call
-        return lambda text: len(backend.encode(text, add_special_tokens=False).ids)
-    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+    if backend is None:  # a Python-only tokenizer: each process loads it as above
+        return ModelTokenizer(source)
+    # the Rust tokenizer directly (no Python-side special-token handling per call), saved as
+    # transformers configured it, for worker processes to load
+    directory = tempfile.mkdtemp(prefix="pr-review-tokenizer-")
+    atexit.register(shutil.rmtree, directory, True)
+    path = os.path.join(directory, "tokenizer.json")
+    backend.save(path)
+    with _lock:
+        _tokenizers[path] = backend
+    return TokenizerFile(path)
+
+
+_tokenizers: dict[str, Any] = {}  # tokenizer.json path or model source -> loaded tokenizer, per process
+_lock = threading.Lock()
+
+
+def _loaded(key: str, load: Callable[[], Any]) -> Any:
+    with _lock:
+        found = _tokenizers.get(key)
+    if found is None:
+        found = load()
+        with _lock:
+            found = _tokenizers.setdefault(key, found)
+    return found
+
+
+@dataclass(frozen=True)
+class TokenizerFile:
+    """Counts tokens with the tokenizer saved at `path` (a `tokenizer.json`); pickled as the path."""
+
+    path: str
+
+    def __call__(self, text: str) -> int:
+        from tokenizers import Tokenizer
+
+        tokenizer = _loaded(self.path, lambda: Tokenizer.from_file(self.path))
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+@dataclass(frozen=True)
+class ModelTokenizer:
+    """Counts tokens with transformers' tokenizer of `source` (local files only); pickled as the source."""
+
+    source: str
+
+    def __call__(self, text: str) -> int:
+        from transformers import AutoTokenizer
+
+        tokenizer = _loaded(self.source, lambda: AutoTokenizer.from_pretrained(self.source, local_files_only=True))
+        return len(tokenizer.encode(text, add_special_tokens=False))
 
 
 def _tokenizer_on_disk(model_source: str) -> bool:

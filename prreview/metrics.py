@@ -12,9 +12,12 @@ metric must not fail a review.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +34,7 @@ __all__ = [
     "review_finished",
     "review_submitted",
     "set_queue",
+    "watch_event_loop_lag",
 ]
 
 STEP_BOUNDARIES_S = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]
@@ -50,6 +54,7 @@ class _Metrics:
     llm_seconds: Any
     step_seconds: Any
     review_seconds: Any
+    loop_lag: Any
 
 
 _lock = threading.Lock()
@@ -83,6 +88,9 @@ def _define() -> _Metrics:
         review_seconds=m.Histogram("pr_review_review_duration_seconds", boundaries=REVIEW_BOUNDARIES_S,
                                    tag_keys=("status",),
                                    description="Submit to end of a review, queue wait included, seconds."),
+        loop_lag=m.Gauge("pr_review_event_loop_lag_seconds",
+                         description="How late the process's event loop ran a timer, seconds: the worst "
+                                     "in the last few seconds (0 when nothing blocks it)."),
     )
 
 
@@ -182,3 +190,35 @@ class StepTimer(BaseCallbackHandler):
         started = self._started.pop(run_id, None)
         if started is not None:
             step_finished(started[0], time.perf_counter() - started[1], ok=ok)
+
+
+# --- event-loop lag -----------------------------------------------------------------------------------
+LAG_PERIOD_S = 0.25  # how often the watcher wakes
+LAG_WINDOW_S = 5.0  # the gauge shows the worst lateness within this window, so scrapes miss no stall
+
+
+def watch_event_loop_lag(period_s: float = LAG_PERIOD_S, *, window_s: float = LAG_WINDOW_S,
+                         on_lag: Callable[[float], None] | None = None) -> asyncio.Task[None]:
+    """Start a task on the running loop that sleeps `period_s` again and again and records how
+    late it woke, as `pr_review_event_loop_lag_seconds` (the worst within `window_s`; tagged with
+    the deployment inside a Serve replica). Call it once per replica, from a coroutine (its
+    start, or the first request); cancel the returned task to stop it. `on_lag` also receives
+    each lateness (tests)."""
+    return asyncio.get_running_loop().create_task(_watch_lag(period_s, window_s, on_lag), name="event-loop-lag")
+
+
+async def _watch_lag(period_s: float, window_s: float, on_lag: Callable[[float], None] | None) -> None:
+    loop = asyncio.get_running_loop()
+    recent: deque[tuple[float, float]] = deque()  # (when, lateness)
+    while True:
+        started = loop.time()
+        await asyncio.sleep(period_s)
+        now = loop.time()
+        lag = max(now - started - period_s, 0.0)
+        recent.append((now, lag))
+        while recent and recent[0][0] < now - window_s:
+            recent.popleft()
+        if on_lag is not None:
+            on_lag(lag)
+        if (m := _metrics()) is not None:
+            _record("loop_lag", m.loop_lag.set, max(late for _, late in recent))

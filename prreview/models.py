@@ -1,18 +1,47 @@
-"""Pydantic models of the public contract (API.md): what crosses the HTTP edge."""
+"""Pydantic models of the public HTTP API (README, "HTTP API"): what crosses the HTTP edge."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
-Severity = Literal["critical", "major", "minor", "nit"]
-Verdict = Literal["approve", "comment", "request_changes"]
-SEVERITY_ORDER: dict[str, int] = {"critical": 0, "major": 1, "minor": 2, "nit": 3}
+
+class Status(StrEnum):
+    """A review job's status (the `jobs.status` CHECK constraint lists the same values)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+
+TERMINAL_STATUSES: frozenset[str] = frozenset(s.value for s in Status if s.terminal)
+
+
+class Severity(StrEnum):
+    """A finding's severity, most severe first (the order ranks findings)."""
+
+    CRITICAL = "critical"
+    MAJOR = "major"
+    MINOR = "minor"
+    NIT = "nit"
+
+
+SEVERITY_ORDER: dict[str, int] = {s.value: rank for rank, s in enumerate(Severity)}
+
+
+class Verdict(StrEnum):
+    APPROVE = "approve"
+    COMMENT = "comment"
+    REQUEST_CHANGES = "request_changes"
 
 
 class ReviewOptions(BaseModel):
@@ -65,7 +94,7 @@ class Review(BaseModel):
     files_reviewed: list[str]
     files_skipped: list[SkippedFile]
     model: str
-    # Extensions of the contract (API.md allows adding): what the analyzers ran and found, the
+    # Additions to the public contract (it may be extended, never broken): what the analyzers ran and found, the
     # incremental scope after a new push, the repository's .pr-review.toml, and the GitHub post.
     analyzers: list[dict[str, Any]] = Field(default_factory=list)
     incremental: dict[str, Any] | None = None
@@ -91,12 +120,14 @@ class ErrorBody(BaseModel):
 
 
 class ReviewResource(BaseModel):
+    model_config = ConfigDict(use_enum_values=True)
+
     id: str
     pr_url: str
     repo: str
     number: int
     head_sha: str | None
-    status: JobStatus
+    status: Status
     attempts: int
     created_at: datetime
     updated_at: datetime

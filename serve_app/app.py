@@ -1,4 +1,10 @@
-"""Serve application builders: `serve_config.yaml` points here."""
+"""The review application's builder: `serve_config.yaml` points here.
+
+`serve deploy serve_config.yaml` (and a KubeRay RayService, and `pr-review serve`, which deploys
+the same file the same way) calls it with the application's `args:` dict, then applies the YAML's
+`deployments:` options itself: replica counts, `max_ongoing_requests`, `max_queued_requests` and
+autoscaling live in serve_config.yaml only, never in code.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +19,18 @@ from serve_app.ingress import ReviewIngress
 
 
 class ReviewAppArgs(BaseModel):
-    """Arguments of the review application (serve_config.yaml `args:`)."""
+    """Arguments of the review application (serve_config.yaml `args:`); none today, and an
+    unknown one is refused rather than ignored."""
 
     model_config = ConfigDict(extra="forbid")
 
 
-DeploymentOptions = dict[str, dict[str, Any]]
-
-
-def build_app(args: dict[str, Any] | None = None, deployment_options: DeploymentOptions | None = None) -> Application:
-    """The review application. `serve deploy` applies serve_config.yaml's `deployments:` itself;
-    `pr-review serve` passes the same entries as `deployment_options`."""
+def build_app(args: dict[str, Any]) -> Application:
+    """The review application: the ingress, one dispatcher, and the agent pool it calls."""
     ReviewAppArgs.model_validate(args or {})
-    opts = deployment_options or {}
     # serve.deployment turns each class into a Deployment; mypy still sees the class.
-    agent = cast(Deployment, ReviewAgent).options(**opts.get("ReviewAgent", {})).bind()
-    dispatcher = cast(Deployment, JobDispatcher).options(**opts.get("JobDispatcher", {})).bind(agent)
-    return cast(Deployment, ReviewIngress).options(**opts.get("ReviewIngress", {})).bind(dispatcher, agent)
+    agent = cast(Deployment, ReviewAgent).bind()
+    dispatcher = cast(Deployment, JobDispatcher).bind(agent)
+    # The ingress calls neither per request; the dispatcher is bound to it so that Serve deploys
+    # the dispatcher as part of this application (the agents come with the dispatcher).
+    return cast(Deployment, ReviewIngress).bind(dispatcher)

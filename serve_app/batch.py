@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from prreview.models import TERMINAL_STATUSES
 from serve_app.client import APIError, Client
@@ -34,6 +35,7 @@ MAX_POLL_FAILURES_S = 60.0  # the API may restart; give up after this long witho
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 SEVERITIES = ("critical", "major", "minor", "nit")
 RETRYABLE_ITEM_ERRORS = frozenset({"queue_full"})
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})  # POST /v1/batches is sent again after these
 STYLES = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "invalid": "magenta",
           "running": "cyan", "queued": "dim"}
 
@@ -303,20 +305,20 @@ class BatchRun:
         return summary
 
 
+def _busy_or_restarting(exc: BaseException) -> bool:
+    """The API could not be reached, or said it is overloaded or restarting."""
+    if isinstance(exc, APIError):
+        return exc.status in RETRYABLE_STATUSES
+    return isinstance(exc, httpx.TransportError)
+
+
 def _with_retries(call: Callable[[], dict[str, Any]], attempts: int = 5) -> dict[str, Any]:
-    """POST /v1/batches again when the API is busy or restarting; repeating it is safe, since the
-    API answers a PR already queued or reviewed with the review it has."""
-    delay = 1.0
-    for attempt in range(attempts):
-        try:
-            return call()
-        except (httpx.TransportError, APIError) as exc:
-            retryable = not isinstance(exc, APIError) or exc.status in (429, 502, 503, 504)
-            if not retryable or attempt == attempts - 1:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 15.0)
-    raise AssertionError("unreachable")
+    """POST /v1/batches again when the API is busy or restarting (waiting 1, 2, 4... s, at most
+    15 s); repeating it is safe, since the API answers a PR already queued or reviewed with the
+    review it has. The last error is raised as it is."""
+    retrying = Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=1, max=15),
+                        retry=retry_if_exception(_busy_or_restarting), reraise=True)
+    return retrying(call)
 
 
 def _finished_line(entry: Entry) -> str:

@@ -6,13 +6,18 @@ import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
+import httpx
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from prreview.config import load_settings
+from serve_app import cli_logging
 from serve_app.batch import STATUSES, STYLES, BatchError, EmptyBatch, run_batch
-from serve_app.client import Client
+from serve_app.client import APIError, Client, auth_hint
+from serve_app.terminal import error_text, printable
 
 console = Console()
 err = Console(stderr=True)
@@ -22,7 +27,7 @@ EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+    err.print(error_text(message), soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
@@ -34,24 +39,35 @@ def batch(
     )] = None,
     post: Annotated[bool, typer.Option("--post", help="publish each review on GitHub")] = False,
     poll_s: Annotated[float, typer.Option("--poll-s", min=0.1, help="seconds between progress checks")] = 1.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show the libraries' logs on stderr")] = False,
 ) -> None:
     """Review every PR listed in FILE: live progress, one .md and .json per PR, a summary table.
 
     Run the same command again to resume: finished reviews are reused, never repeated."""
-    settings = load_settings()
+    cli_logging.configure(verbose=verbose)
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"bad configuration: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}", EXIT_BAD_INPUT)
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"cannot read {source}: {exc}", EXIT_BAD_INPUT)
     out_dir = out or settings.home / "batches" / ("stdin" if source == "-" else Path(source).stem or "batch")
-    with Client(settings.api_url) as api:
+    with Client.from_settings(settings) as api:
         try:
             summary = run_batch(api, text.splitlines(), out_dir, console,
                                 options={"post": True} if post else None, poll_s=poll_s)
         except EmptyBatch as exc:
             _fail(str(exc), EXIT_BAD_INPUT)
-        except BatchError as exc:
-            _fail(f"{exc} (API: {settings.api_url})", 1)
+        except (APIError, BatchError) as exc:
+            cause = exc if isinstance(exc, APIError) else exc.__cause__
+            if isinstance(cause, APIError) and cause.status in (401, 403):
+                _fail(f"{cause.message} {auth_hint(cause.status, settings)} (API: {settings.api_url})", 1)
+            _fail(f"{exc.message if isinstance(exc, APIError) else exc} (API: {settings.api_url})", 1)
+        except httpx.HTTPError as exc:
+            _fail(f"cannot reach the pr-review API at {settings.api_url}: {exc or type(exc).__name__}", 1)
         except KeyboardInterrupt:
             _fail("interrupted; the reviews go on in the service: run the same command again to resume",
                   EXIT_INTERRUPTED)
@@ -72,8 +88,8 @@ def show_cluster(api: Client) -> None:
     for app_name, app in sorted(info["applications"].items()):
         for name, dep in sorted(app["deployments"].items()):
             replicas = ", ".join(f"{n} {state.lower()}" for state, n in sorted(dep["replicas"].items()))
-            table.add_row(f"{app_name} ({app['status'].lower()})", name, dep["status"].lower(),
-                          replicas or "none")
+            table.add_row(escape(f"{app_name} ({app['status'].lower()})"), escape(name),
+                          escape(dep["status"].lower()), escape(replicas or "none"))
     if info["applications"]:
         console.print(table)
     else:
@@ -83,9 +99,9 @@ def show_cluster(api: Client) -> None:
     for failure in failures:
         error = failure.get("error") or {}
         style = STYLES["failed"]
-        console.print(f"  {(failure.get('finished_at') or '')[:19]}  {failure['id']}  {failure['pr_url']}  "
-                      f"[{style}]{error.get('code')}[/{style}]: {error.get('message', '')}",
-                      highlight=False, soft_wrap=True)
+        line = escape(printable(f"  {(failure.get('finished_at') or '')[:19]}  {failure['id']}  {failure['pr_url']}  "))
+        console.print(f"{line}[{style}]{escape(printable(error.get('code')))}[/{style}]: "
+                      f"{escape(printable(error.get('message', '')))}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""HTTP client of the pr-review API, used by the CLI's client commands."""
+"""HTTP client of the pr-review API, used by the CLI's client commands, and the key it sends."""
 
 from __future__ import annotations
 
@@ -9,9 +9,44 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
+from prreview.access import local_key_path
+from prreview.config import Settings
 from prreview.models import TERMINAL_STATUSES
 
 JobList = list[dict[str, Any]]  # named outside the class, whose `list` method shadows the builtin
+
+KEY_ENV = "PR_REVIEW_API_KEY"
+
+
+def client_api_key(settings: Settings) -> str | None:
+    """The key the client commands send: PR_REVIEW_API_KEY, else the local key file, else none."""
+    if settings.api_key is not None and settings.api_key.get_secret_value().strip():
+        return settings.api_key.get_secret_value().strip()
+    try:
+        key = local_key_path(settings).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return key or None
+
+
+def api_key_source(settings: Settings) -> str | None:
+    """Where client_api_key() found the key, for messages (never the key itself)."""
+    if settings.api_key is not None and settings.api_key.get_secret_value().strip():
+        return KEY_ENV
+    return str(local_key_path(settings)) if client_api_key(settings) else None
+
+
+def auth_hint(status: int, settings: Settings) -> str:
+    """What to do about a 401 or 403, in one sentence that names where the key came from."""
+    source = api_key_source(settings)
+    make = "`pr-review keys create NAME` makes one"
+    if status == 403:
+        return (f"The key{f' from {source}' if source else ''} may not do this; use a key with more rights "
+                f"({make}) in {KEY_ENV}.")
+    if source is None:
+        return (f"The API needs a key: set {KEY_ENV} ({make}), or run this where `pr-review serve` "
+                f"keeps its key ({local_key_path(settings)}).")
+    return f"The API refused the key from {source}: set {KEY_ENV} to a valid key ({make})."
 
 
 class APIError(Exception):
@@ -21,8 +56,15 @@ class APIError(Exception):
 
 
 class Client:
-    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+    def __init__(self, base_url: str, timeout_s: float = 30.0, *, api_key: str | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers, transport=transport)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, timeout_s: float = 30.0) -> Client:
+        """A client of PR_REVIEW_API_URL that sends the key client_api_key() finds."""
+        return cls(settings.api_url, timeout_s, api_key=client_api_key(settings))
 
     def close(self) -> None:
         self._http.close()

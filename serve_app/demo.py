@@ -10,24 +10,24 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.panel import Panel
 
+from prreview.access import local_key_path
 from prreview.config import load_settings
-from prreview.fakes.github import FakeGitHub
-from prreview.fakes.llm import ScriptedLLM
-from prreview.fakes.sample_pr import install_sample_pr
+from prreview.demo import DemoGitHub, DemoLLM, install_sample_pr
+from serve_app import cli_logging
 from serve_app.client import Client
-from serve_app.events_text import describe
+from serve_app.events_text import event_line
 from serve_app.llm_models import demo_model
 from serve_app.local import LocalStack
 from serve_app.markdown import review_markdown
 
 
-def _choose_model(console: Console, llm: str) -> tuple[bool, ScriptedLLM | None]:
+def _choose_model(console: Console, llm: str) -> tuple[bool, DemoLLM | None]:
     """Where the demo's reviews come from: (deploy the in-cluster vLLM app?, scripted server)."""
     if os.environ.get("LLM_BASE_URL"):
         console.print(f"model: the OpenAI-compatible endpoint at {os.environ['LLM_BASE_URL']} (LLM_BASE_URL)")
         return False, None
     if llm == "scripted":
-        scripted = ScriptedLLM(latency_s=0.5)
+        scripted = DemoLLM(latency_s=0.5)
         scripted.start()
         os.environ["LLM_BASE_URL"] = scripted.base_url
         console.print(Panel(
@@ -46,7 +46,7 @@ def _choose_model(console: Console, llm: str) -> tuple[bool, ScriptedLLM | None]
 
 
 def run_demo(console: Console, *, keep_serving: bool, llm: str = "vllm") -> None:
-    github = FakeGitHub()
+    github = DemoGitHub()
     github.start()
     pr_url = install_sample_pr(github)
     os.environ["GITHUB_API_URL"] = github.url
@@ -58,26 +58,31 @@ def run_demo(console: Console, *, keep_serving: bool, llm: str = "vllm") -> None
                   (" and vLLM (a few minutes on 2 cores)..." if with_llm_app else " (about a minute)..."))
     try:
         stack.start(wait_ready_s=900 if with_llm_app else 180)
+        cli_logging.reapply()  # after Ray, Serve and vLLM added their handlers
         console.print(f"web page: {settings.api_url}/   API: {settings.api_url}/v1   "
                       f"Ray dashboard: {stack.dashboard_url}")
+        if local_key_path(settings).exists():
+            console.print(f"the page asks for an API key: it is in {local_key_path(settings)}", highlight=False)
         console.print(f"reviewing the sample PR {pr_url} (served by a local GitHub-shaped server)")
-        with Client(settings.api_url) as api:
+        with Client.from_settings(settings) as api:
             job = api.submit(pr_url)
             console.print(f"follow it live in a browser: {settings.api_url}/?review={job['id']}")
             for event in api.events(job["id"]):
-                console.print(f"[dim]{event.get('at', '')[11:19]}[/dim] {describe(event)}", highlight=False)
+                console.print(event_line(event), highlight=False)
             job = api.get(job["id"])
         console.print(Markdown(review_markdown(job)))
         if keep_serving:
-            console.print(f"still serving on {settings.api_url}; Ctrl-C stops everything.")
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
+            console.print(f"still serving on {settings.api_url}; Ctrl-C stops everything.")
             stop.wait()
+            console.print("stopping...", highlight=False)
         if job["status"] != "succeeded":
             raise SystemExit(1)
     finally:
-        stack.stop()
-        github.stop()
-        if scripted is not None:
-            scripted.stop()
+        with cli_logging.quiet_streams():  # what Ray prints while it stops is not for the terminal
+            stack.stop()
+            github.stop()
+            if scripted is not None:
+                scripted.stop()

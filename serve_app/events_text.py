@@ -4,8 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
+
+from serve_app.terminal import printable
+
+
+def event_line(event: dict[str, Any]) -> Text:
+    """`hh:mm:ss sentence`, ready to print: the sentence's PR and model text is taken literally."""
+    return Text.assemble((printable(str(event.get("at") or "")[11:19]), "dim"), " ", describe(event))
+
 
 def describe(event: dict[str, Any]) -> str:
+    """The event as a plain sentence; PR and model text in it has its control characters shown."""
+    return printable(_sentence(event))
+
+
+def _sentence(event: dict[str, Any]) -> str:
     kind = event.get("kind", "")
     if kind == "queued":
         return "queued"

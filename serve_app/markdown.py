@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from serve_app.terminal import printable
+
 ICONS = {"critical": "🔴", "major": "🟠", "minor": "🟡", "nit": "⚪"}
 VERDICTS = {"approve": "✅ approve", "comment": "💬 comment", "request_changes": "⛔ request changes"}
 
 
 def review_markdown(job: dict[str, Any]) -> str:
+    """The review as Markdown; control characters in PR and model text are written out."""
+    return printable(_markdown(job))
+
+
+def _markdown(job: dict[str, Any]) -> str:
     lines = [f"# Review of {job['repo']}#{job['number']}", "", f"<{job['pr_url']}>", ""]
     usage = job.get("usage") or {}
     if job["status"] != "succeeded" or not job.get("review"):

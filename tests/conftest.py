@@ -25,7 +25,7 @@ def _admin_url(tmp_root: Path) -> str:
     return start_embedded_postgres(Settings(home=tmp_root))
 
 
-def _with_db(url: str, name: str) -> str:
+def with_db(url: str, name: str) -> str:
     conninfo = psycopg.conninfo.conninfo_to_dict(url)
     conninfo["dbname"] = name
     return psycopg.conninfo.make_conninfo("", **conninfo)
@@ -39,17 +39,13 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def pg_template(pg_admin_url: str) -> Iterator[str]:
     """A database with every migration and LangGraph's checkpoint tables, cloned per test."""
-    from langgraph.checkpoint.postgres import PostgresSaver
-
     from prreview.db import migrate
 
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
-    url = _with_db(pg_admin_url, TEMPLATE_DB)
+    url = with_db(pg_admin_url, TEMPLATE_DB)
     migrate(url)
-    with PostgresSaver.from_conn_string(url) as saver:
-        saver.setup()
     yield url
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
@@ -60,7 +56,7 @@ def database_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-    yield _with_db(pg_admin_url, name)
+    yield with_db(pg_admin_url, name)
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
@@ -80,3 +76,37 @@ def stack(stacks: object) -> object:
     running = stacks.get()  # type: ignore[attr-defined]
     running.llm.reset()
     return running
+
+
+@pytest.fixture
+def without_stack(stacks: object) -> None:
+    """For tests that start their own Ray cluster: no stack runs beside them on the 2 cores."""
+    stacks.stop()  # type: ignore[attr-defined]
+
+
+# Modules that share a running stack run one after another (a stack takes about 20 s to start):
+# the secure stack's first (test_access ends on the default stack), then the default stack's. The
+# rest keep their order after them, and the fast unit and integration tests come first of all.
+STACK_GROUPS = [
+    ("tests/e2e/test_webhooks.py", "tests/e2e/test_access.py"),
+    ("tests/browser/", "tests/e2e/test_review_service.py", "tests/e2e/test_recovery.py",
+     "tests/e2e/test_hostile_pr.py", "tests/e2e/test_batch.py", "tests/e2e/test_autoscale.py",
+     "tests/e2e/test_bounds.py"),  # the last module ends on its own bounded stack
+    ("tests/e2e/test_chaos.py", "tests/e2e/test_dispatch_bound.py", "tests/e2e/test_metrics.py",
+     "tests/e2e/test_push.py"),  # a stack each; after them, the tests with a cluster of their own
+]
+
+
+def _run_order(item: pytest.Item) -> tuple[int, int]:
+    path = item.nodeid.split("::", 1)[0]
+    if path.startswith(("tests/unit/", "tests/integration/")):
+        return (0, 0)
+    for group, modules in enumerate(STACK_GROUPS, start=1):
+        for position, prefix in enumerate(modules):
+            if path.startswith(prefix):
+                return (group, position)
+    return (len(STACK_GROUPS) + 1, 0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_run_order)  # stable: tests keep their order within a module

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,12 +12,30 @@ import httpx
 
 from graph.diff import parse_file
 from graph.github import PRFile
-from prreview.fakes.github import FakeFile as FakeFile  # re-exported for tests
-from prreview.fakes.github import FakeGitHub
+from prreview.config import Settings
 from serve_app.client import Client
+from tests.fakes import FakeFile as FakeFile  # re-exported for tests
+from tests.fakes import FakeGitHub
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 _numbers = itertools.count(100)
+
+
+def service_variables() -> set[str]:
+    """Every environment variable pr-review's configuration reads (README, "Configuration")."""
+    names = set()
+    for name, field in Settings.model_fields.items():
+        choices = getattr(field.validation_alias, "choices", None)
+        names.update(str(c).upper() for c in choices) if choices else names.add(f"PR_REVIEW_{name.upper()}")
+    return names
+
+
+def user_env(**overrides: str) -> dict[str, str]:
+    """This process's environment without any pr-review setting (what a new user's shell holds:
+    a stack's variables, a GitHub App's among them, must not leak into a child), plus `overrides`."""
+    configured = service_variables()
+    env = {k: v for k, v in os.environ.items() if k not in configured and not k.startswith("PR_REVIEW_")}
+    return {**env, **overrides}
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, interval_s: float = 0.2,

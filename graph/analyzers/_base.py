@@ -18,6 +18,7 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 120.0
+MAX_KEPT = 300  # results on changed lines kept per analyzer: a generated file must not flood the review
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,8 @@ async def _run_one(name: str, analyzer: Analyzer, files: Sequence[SourceFile], w
     except AnalyzerUnavailable as exc:
         report.status, report.detail = "unavailable", str(exc)
         return [], report
-    except TimeoutError:
-        report.status, report.detail = "timeout", f"no answer within {timeout_s:.0f} s"
+    except TimeoutError as exc:  # its own bound (a worker process killed), or the run's
+        report.status, report.detail = "timeout", str(exc) or f"no answer within {timeout_s:.0f} s"
         return [], report
     except Exception as exc:  # one broken analyzer must not sink the review; the report says why
         log.exception("analyzer %s failed", name)
@@ -120,6 +121,9 @@ async def _run_one(name: str, analyzer: Analyzer, files: Sequence[SourceFile], w
         moved = on_changed_lines(result, file) if file else None
         if moved is not None:
             kept.append(as_finding(moved, name))
+    if len(kept) > MAX_KEPT:
+        report.detail = f"{len(kept) - MAX_KEPT} more results on changed lines not kept (at most {MAX_KEPT})"
+        kept = kept[:MAX_KEPT]
     report.results, report.kept = len(results), len(kept)
     return kept, report
 

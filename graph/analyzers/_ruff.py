@@ -20,6 +20,7 @@ from graph.analyzers._base import AnalyzerResult, AnalyzerUnavailable, SourceFil
 # Bugs, security and error-prone patterns; not style, which the model and formatters cover.
 DEFAULT_SELECT = ("E9", "E7", "F", "B", "S", "ASYNC")
 DEFAULT_IGNORE = ("S101", "S311", "S603", "S607", "B008", "B905", "E731", "E741")
+MAX_ITEMS = 5000  # of ruff's results read; more come only from generated or hostile files
 
 # Longest matching code prefix wins.
 _SEVERITY = {
@@ -94,10 +95,13 @@ class RuffAnalyzer:
         items = await self._check(executable, workdir, list(written))
         results = []
         root = workdir.resolve()
-        for item in items:
+        lines: dict[str, list[str]] = {}  # each file split once, however many results it has
+        for item in items[:MAX_ITEMS]:
             source = written.get(Path(item["filename"]).resolve().relative_to(root).as_posix())
             if source is not None:
-                results.append(self._result(item, source))
+                if source.path not in lines:
+                    lines[source.path] = (source.content or "").splitlines()
+                results.append(self._result(item, source, lines[source.path]))
         return results
 
     async def _check(self, executable: str, workdir: Path, paths: list[str]) -> list[dict[str, Any]]:
@@ -118,7 +122,7 @@ class RuffAnalyzer:
         return data if isinstance(data, list) else []
 
     @staticmethod
-    def _result(item: dict[str, Any], file: SourceFile) -> AnalyzerResult:
+    def _result(item: dict[str, Any], file: SourceFile, lines: list[str]) -> AnalyzerResult:
         code = item.get("code") or "syntax-error"
         line = int(item["location"]["row"])
         end = int((item.get("end_location") or {}).get("row") or line)
@@ -130,7 +134,6 @@ class RuffAnalyzer:
         fix = item.get("fix") or {}
         if fix.get("message"):
             body += f" Fix: {fix['message']}."
-        lines = (file.content or "").splitlines()
         line_text = lines[line - 1] if 0 < line <= len(lines) else None
         return AnalyzerResult(path=file.path, line=line, end_line=end if end > line else None,
                               severity=severity, rule=code, title=f"{message} ({code})"[:120], body=body,

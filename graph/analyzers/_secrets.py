@@ -1,46 +1,64 @@
 """A small secret scanner over the changed lines: well-known token formats, private keys, and
 credential-named assignments of high-entropy literals. The secret itself is never repeated in
-the review (it is public once posted); findings show a redacted form."""
+the review (it is public once posted); findings show a redacted form.
+
+Anyone who can open a pull request chooses the lines scanned here, so the patterns run on RE2
+(linear time, no backtracking), on the first `MAX_LINE_CHARS` characters of a line, in a worker
+process with a hard timeout (`graph.offload`).
+"""
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import re2
 
 from graph.analyzers._base import AnalyzerResult, SourceFile
+from graph.offload import CpuPool, shared_pool
+
+MAX_LINE_CHARS = 4096  # of each changed line, scanned; credentials sit near the start of a line
+DEFAULT_TIMEOUT_S = 30.0
+
+
+def linear(pattern: str) -> Any:
+    """A compiled RE2 pattern: matching time linear in the text, whatever the text."""
+    return re2.compile(pattern)
 
 
 @dataclass(frozen=True)
 class SecretRule:
     rule: str
-    pattern: re.Pattern[str]
+    pattern: Any  # an RE2 pattern (`linear`)
     title: str
     severity: str = "critical"
 
 
 RULES: tuple[SecretRule, ...] = (
-    SecretRule("aws-access-key-id", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "AWS access key ID"),
+    SecretRule("aws-access-key-id", linear(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "AWS access key ID"),
     SecretRule("github-token",
-               re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b"),
+               linear(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b"),
                "GitHub token"),
-    SecretRule("private-key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )?PRIVATE KEY(?: BLOCK)?-----"),
+    SecretRule("private-key", linear(r"-----BEGIN (?:[A-Z0-9]+ )?PRIVATE KEY(?: BLOCK)?-----"),
                "Private key"),
-    SecretRule("slack-token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b"), "Slack token"),
-    SecretRule("google-api-key", re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b"), "Google API key"),
-    SecretRule("stripe-live-key", re.compile(r"\b(?:sk|rk)_live_[0-9a-zA-Z]{16,}\b"), "Stripe live key"),
+    SecretRule("slack-token", linear(r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b"), "Slack token"),
+    SecretRule("google-api-key", linear(r"\bAIza[0-9A-Za-z_\-]{35}\b"), "Google API key"),
+    SecretRule("stripe-live-key", linear(r"\b(?:sk|rk)_live_[0-9a-zA-Z]{16,}\b"), "Stripe live key"),
 )
 # `api_key = "..."`, `"password": "..."`, `SECRET_TOKEN := '...'`: a credential-like name given a literal.
-_ASSIGNMENT = re.compile(
-    r"""(?i)(?P<name>[\w.-]*(?:api[_-]?key|secret|token|passw(?:or)?d|pwd|credential|private[_-]?key|"""
-    r"""access[_-]?key|auth[_-]?key)[\w.-]*)["']?\s*(?::=|=>|[:=])\s*[rbuf]?(?P<q>["'`])(?P<value>[^"'`\s]{8,})(?P=q)""")
-_PLACEHOLDER = re.compile(r"(?i)example|sample|dummy|placeholder|changeme|your[_-]|xxxx|\*\*\*|\$\{|\{\{|"
-                          r"<[^>]+>|^(?:test|fake|mock)|redacted")
+# The value is quoted alike on both sides (three alternatives: RE2 has no backreferences).
+_ASSIGNMENT = linear(
+    r"""(?i)(?P<name>[\w.-]{0,64}(?:api[_-]?key|secret|token|passw(?:or)?d|pwd|credential|private[_-]?key|"""
+    r"""access[_-]?key|auth[_-]?key)[\w.-]{0,64})["']?\s*(?::=|=>|[:=])\s*[rbuf]?"""
+    r"""(?:"(?P<dq>[^"'`\s]{8,})"|'(?P<sq>[^"'`\s]{8,})'|`(?P<bq>[^"'`\s]{8,})`)""")
+_PLACEHOLDER = linear(r"(?i)example|sample|dummy|placeholder|changeme|your[_-]|xxxx|\*\*\*|\$\{|\{\{|"
+                      r"<[^>]+>|^(?:test|fake|mock)|redacted")
 # Names that hold a reference to a secret (its name, path, env var), not the secret itself.
-_REFERENCE_NAME = re.compile(r"(?i)(?:name|id|path|file|url|uri|header|env|var|field|type|prefix|dir)$")
+_REFERENCE_NAME = linear(r"(?i)(?:name|id|path|file|url|uri|header|env|var|field|type|prefix|dir)$")
 MIN_ENTROPY_BITS = 3.0  # per character; random keys score about 4, words and paths under 3
 
 
@@ -57,22 +75,33 @@ class SecretScanner:
     name = "secrets"
     needs_content = False  # scans the changed lines only
 
+    def __init__(self, *, cpu: CpuPool | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.cpu, self.timeout_s = cpu, timeout_s
+
     def wants(self, path: str) -> bool:
         return True
 
     async def run(self, files: Sequence[SourceFile], workdir: Path) -> list[AnalyzerResult]:
-        return [result for file in files for line, text in sorted(file.added.items())
-                for result in scan_line(file.path, line, text)]
+        lines = [(file.path, dict(file.added)) for file in files]
+        return await (self.cpu or shared_pool()).run(scan_files, lines, timeout_s=self.timeout_s)
+
+
+def scan_files(files: Sequence[tuple[str, Mapping[int, str]]]) -> list[AnalyzerResult]:
+    """Every finding on the given changed lines (path, {line number: text}), in line order."""
+    return [result for path, added in files for line, text in sorted(added.items())
+            for result in scan_line(path, line, text)]
 
 
 def scan_line(path: str, line: int, text: str) -> list[AnalyzerResult]:
+    text = text[:MAX_LINE_CHARS]
     for rule in RULES:
         match = rule.pattern.search(text)
         if match:
             return [_result(path, line, rule.rule, rule.title, rule.severity, match.group(0))]
     match = _ASSIGNMENT.search(text)
     if match:
-        name, value = match.group("name"), match.group("value")
+        name = match.group("name")
+        value = match.group("dq") or match.group("sq") or match.group("bq")
         looks_random = (entropy(value) >= MIN_ENTROPY_BITS and any(c.isdigit() for c in value)
                         and any(c.isalpha() for c in value))
         if looks_random and not _PLACEHOLDER.search(value) and not _REFERENCE_NAME.search(name):

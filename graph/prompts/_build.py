@@ -42,6 +42,10 @@ def scope_note(incremental: dict[str, Any] | None) -> str:
 
 def group_prompt(repo: str, number: int, pr: dict[str, Any], context: dict[str, str], diff: str,
                  max_findings: int) -> str:
+    """One group's prompt, ordered for the model server's prefix cache: what every review sends (the
+    instructions) first, then what every group of this review shares (the PR's text, `context`),
+    and the group's own diff last. Everything before `diff` is byte-identical across the groups of a
+    review, so the server computes it once (bench/prefix_cache.py measures the hits)."""
     return template("group_review").format(
         repo=repo, number=number, scope_note=context.get("scope_note", ""),
         guidance=context.get("guidance", ""),

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, Route, expect
 
-from prreview.fakes import FakeFile, FakeGitHub, ScriptedLLM
-from prreview.fakes.sample_pr import SAMPLE_PR_BODY, SAMPLE_PR_FILES, SAMPLE_PR_TITLE
+from prreview.demo.sample_pr import SAMPLE_PR_BODY, SAMPLE_PR_FILES, SAMPLE_PR_TITLE
+from tests.fakes import FakeFile, FakeGitHub, ScriptedLLM
 from tests.stack import RunningStack
 
 pytestmark = pytest.mark.browser

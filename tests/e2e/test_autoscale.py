@@ -7,7 +7,7 @@ import pytest
 
 from bench._timeline import AGENT, TimelineRecorder, agent_replicas
 from prreview.models import TERMINAL_STATUSES
-from serve_app.serve_config import load_apps
+from serve_app.serve_config import REVIEWS_APP, deployment_options, load_config
 from tests.helpers import add_pr, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -17,7 +17,7 @@ LLM_LATENCY_S = 2.0
 
 
 def test_a_spike_of_reviews_scales_the_agents_to_max_and_back_to_min(stack) -> None:
-    agent = load_apps()["reviews"].deployments[AGENT]
+    agent = deployment_options(load_config(), REVIEWS_APP, AGENT)
     low, high = agent["autoscaling_config"]["min_replicas"], agent["autoscaling_config"]["max_replicas"]
     assert low < high
     # An earlier test's load may still be scaling down: start from an idle pool at its minimum.

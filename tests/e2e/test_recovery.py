@@ -30,23 +30,15 @@ def test_replica_killed_mid_review_resumes_without_repeating_finished_llm_calls(
 
 
 def test_rolling_update_drains_a_review_at_a_step_boundary_without_spending_an_attempt(stack) -> None:
-    from ray import serve
-
-    from serve_app.serve_config import load_apps
-
-    reviews = load_apps()["reviews"]
-    options = {name: dict(opts) for name, opts in reviews.deployments.items()}
-    agent = options["ReviewAgent"]
-    agent["ray_actor_options"] = {**agent.get("ray_actor_options", {}),
-                                  "runtime_env": {"env_vars": {"PR_REVIEW_ROLLOUT": job_marker()}}}
     stack.llm.latency_s = 2.5
     try:
         job = stack.api.submit(add_pr(stack.github, files=2))
         wait_for(lambda: any(schema_name(c) == "group_review" and c.outcome is None for c in stack.llm.requests),
                  timeout_s=60, what="the group review call")
-        # A new version of the agent deployment: Serve replaces the replica that runs the review.
-        serve.run(reviews.builder()(reviews.args, options), name=reviews.name, route_prefix=reviews.route_prefix,
-                  blocking=False)
+        # A new version of the agent deployment, deployed as an operator would (serve deploy of a
+        # changed config): Serve replaces the replica that runs the review.
+        stack.local.deploy({"ReviewAgent": {"ray_actor_options": {
+            "runtime_env": {"env_vars": {"PR_REVIEW_ROLLOUT": job_marker()}}}}})
         done = wait_terminal(stack.api, job["id"], timeout_s=180)
         events = [e["kind"] for e in stack.api.events(job["id"])]
     finally:

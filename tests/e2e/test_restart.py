@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -14,13 +13,12 @@ import psutil
 import psycopg
 import pytest
 
-from prreview.fakes.github import FakeGitHub
-from prreview.fakes.llm import ScriptedLLM
 from serve_app.client import Client
 from serve_app.local import free_port
-from tests.helpers import add_pr, schema_name, wait_for
+from tests.fakes import FakeGitHub, ScriptedLLM
+from tests.helpers import add_pr, schema_name, user_env, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600), pytest.mark.usefixtures("without_stack")]
 
 
 class ServeProcess:
@@ -67,15 +65,18 @@ def test_killing_the_whole_service_mid_batch_loses_no_job_and_finishes_none_twic
         database_url: str, tmp_path: Path) -> None:
     with FakeGitHub() as github, ScriptedLLM(latency_s=1.0) as llm:
         port = free_port()
-        env = {**os.environ, "GITHUB_API_URL": github.url, "LLM_BASE_URL": llm.base_url, "LLM_MODEL": "scripted",
-               "DATABASE_URL": database_url, "PR_REVIEW_HTTP_PORT": str(port),
-               "PR_REVIEW_DASHBOARD_PORT": str(free_port()), "PR_REVIEW_HOME": str(tmp_path / "home"),
-               "PR_REVIEW_LEASE_S": "5", "PR_REVIEW_SWEEP_INTERVAL_S": "1"}
+        env = user_env(GITHUB_API_URL=github.url, LLM_BASE_URL=llm.base_url, LLM_MODEL="scripted",
+                       DATABASE_URL=database_url, PR_REVIEW_HTTP_PORT=str(port),
+                       PR_REVIEW_DASHBOARD_PORT=str(free_port()), PR_REVIEW_HOME=str(tmp_path / "home"),
+                       PR_REVIEW_LEASE_S="5", PR_REVIEW_SWEEP_INTERVAL_S="1",
+                       # Two LLM calls at once: the reviews finish one by one, so the crash lands mid-batch.
+                       PR_REVIEW_LLM_GLOBAL_CONCURRENCY="2")
         serve = ServeProcess(env, tmp_path / "serve.log")
         urls = [add_pr(github, files=2) for _ in range(8)]
         try:
             serve.start()
-            with Client(f"http://127.0.0.1:{port}") as api:
+            key = (tmp_path / "home" / "api-key").read_text().strip()  # made by `pr-review serve`
+            with Client(f"http://127.0.0.1:{port}", api_key=key) as api:
                 batch = api.submit_batch(urls)
                 ids = [r["id"] for r in batch["reviews"]]
                 wait_for(lambda: api.batch(batch["id"])["counts"].get("succeeded", 0) >= 2, timeout_s=120,

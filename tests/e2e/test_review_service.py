@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
-from prreview.fakes.sample_pr import install_sample_pr
+from prreview.demo import install_sample_pr
 from tests.helpers import add_pr, assert_findings_on_diff, wait_terminal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -15,7 +14,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 def test_submit_answers_202_and_review_succeeds_with_anchored_findings(stack) -> None:
     pr_url = install_sample_pr(stack.github)
-    response = httpx.post(f"{stack.api_url}/v1/reviews", json={"pr_url": pr_url, "options": {"max_nits": 2}})
+    response = stack.http.post(f"{stack.api_url}/v1/reviews", json={"pr_url": pr_url, "options": {"max_nits": 2}})
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["status"] == "queued"
@@ -39,23 +38,23 @@ def test_submit_answers_202_and_review_succeeds_with_anchored_findings(stack) ->
 
 def test_resubmitting_the_same_pr_returns_the_same_review(stack) -> None:
     pr_url = add_pr(stack.github)
-    first = httpx.post(f"{stack.api_url}/v1/reviews", json={"pr_url": pr_url})
-    again = httpx.post(f"{stack.api_url}/v1/reviews", json={"pr_url": pr_url})
+    first = stack.http.post(f"{stack.api_url}/v1/reviews", json={"pr_url": pr_url})
+    again = stack.http.post(f"{stack.api_url}/v1/reviews", json={"pr_url": pr_url})
     assert first.status_code == 202 and again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     wait_terminal(stack.api, first.json()["id"])
     calls = len(stack.llm.requests)
 
-    after = httpx.post(f"{stack.api_url}/v1/reviews", json={"pr_url": pr_url})
+    after = stack.http.post(f"{stack.api_url}/v1/reviews", json={"pr_url": pr_url})
     assert after.status_code == 200 and after.json()["id"] == first.json()["id"]
-    other_options = httpx.post(f"{stack.api_url}/v1/reviews", json={"pr_url": pr_url, "options": {"max_nits": 0}})
+    other_options = stack.http.post(f"{stack.api_url}/v1/reviews", json={"pr_url": pr_url, "options": {"max_nits": 0}})
     assert other_options.status_code == 202 and other_options.json()["id"] != first.json()["id"]
     wait_terminal(stack.api, other_options.json()["id"])
     assert len(stack.llm.requests) > calls  # only the new options cost LLM calls
 
     owner, repo, _, number = pr_url.rsplit("/", 4)[-4:]
     stack.github.push(owner, repo, int(number), [])  # a new head commit: a new review
-    pushed = httpx.post(f"{stack.api_url}/v1/reviews", json={"pr_url": pr_url})
+    pushed = stack.http.post(f"{stack.api_url}/v1/reviews", json={"pr_url": pr_url})
     assert pushed.status_code == 202 and pushed.json()["id"] != first.json()["id"]
     wait_terminal(stack.api, pushed.json()["id"])
 
@@ -80,7 +79,7 @@ def test_bad_submissions_get_a_clear_error_and_create_nothing(stack, name, body,
     body = body.replace(b"HOSTNAME", host.split("//", 1)[1].encode()).replace(b"HOST", host.encode())
     body = body.replace(b'"PR"', json.dumps(stack.github.pr_url("acme", "shop", 1)).encode())
     before = stack.api.list(limit=500)
-    response = httpx.post(f"{stack.api_url}/v1/reviews", content=body, headers={"content-type": "application/json"})
+    response = stack.http.post("/v1/reviews", content=body, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["code"] == code and error["message"]
@@ -89,7 +88,7 @@ def test_bad_submissions_get_a_clear_error_and_create_nothing(stack, name, body,
 
 
 def test_oversized_body_is_refused_with_413(stack) -> None:
-    response = httpx.post(f"{stack.api_url}/v1/reviews", content=b"{" + b" " * 70_000 + b"}",
+    response = stack.http.post(f"{stack.api_url}/v1/reviews", content=b"{" + b" " * 70_000 + b"}",
                           headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
@@ -107,7 +106,7 @@ def test_oversized_body_is_refused_with_413(stack) -> None:
     ("PUT", "/v1/reviews", 405, "method_not_allowed"),
 ])
 def test_unknown_resources_and_bad_queries_use_the_error_shape(stack, method, path, status, code) -> None:
-    response = httpx.request(method, f"{stack.api_url}{path}")
+    response = stack.http.request(method, f"{stack.api_url}{path}")
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
 
@@ -162,7 +161,7 @@ def test_events_stream_resumes_from_last_event_id_and_ends_after_the_terminal_ev
     assert kinds[0] == "queued" and kinds[-1] == "succeeded"
     assert {"started", "fetched", "planned", "group_done"} <= set(kinds)
 
-    with httpx.stream("GET", f"{stack.api_url}/v1/reviews/{job['id']}/events") as response:
+    with stack.http.stream("GET", f"{stack.api_url}/v1/reviews/{job['id']}/events") as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         ids = [line.split(":", 1)[1].strip() for line in response.iter_lines() if line.startswith("id:")]
     assert len(ids) == len(events)
@@ -192,6 +191,6 @@ def test_batch_submits_each_pr_and_reports_bad_lines(stack) -> None:
 
 
 def test_health_and_readiness(stack) -> None:
-    assert httpx.get(f"{stack.api_url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{stack.api_url}/readyz")
+    assert stack.http.get(f"{stack.api_url}/healthz").json() == {"status": "ok"}
+    ready = stack.http.get(f"{stack.api_url}/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"

@@ -14,11 +14,12 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from graph.analyzers import Analyzer
 from graph.builder import build_review_graph
-from graph.context import ReviewContext
+from graph.context import PRSnapshots, ReviewContext
 from graph.github import GitHubClient
 from graph.llm import LLMClient, NullMeter
-from prreview.fakes import FakeGitHub, LLMCall, ScriptedLLM
-from prreview.fakes._patch import find_line, parse_patch
+from prreview.demo._patch import parse_patch
+from tests.fakes import FakeGitHub, LLMCall, ScriptedLLM
+from tests.fakes.github._reviews import find_line
 
 TOKEN = "ghp_graph_tests"
 
@@ -58,12 +59,16 @@ class Harness:
                      options: dict[str, Any] | None = None, context_tokens: int = 8192,
                      max_llm_calls: int = 50, job_max_tokens: int = 0,
                      analyzers: Mapping[str, Analyzer] | None = None,
-                     checkpointer: BaseCheckpointSaver | None = None) -> Run:
+                     checkpointer: BaseCheckpointSaver | None = None, snapshots: PRSnapshots | None = None,
+                     events: Events | None = None, resume: bool = False) -> Run:
+        """One review; `resume`: go on from the checkpoint of `job_id` (after a run was cut short)."""
         github = GitHubClient(self.github.url, TOKEN)
         llm = LLMClient(self.llm.base_url, model=None, api_key=None, timeout_s=30, max_retries=1,
                         max_tokens=1024)
-        events = Events()
+        events = events if events is not None else Events()
         extra: dict[str, Any] = {"analyzers": analyzers} if analyzers is not None else {}
+        if snapshots is not None:
+            extra["snapshots"] = snapshots
         context = ReviewContext(github=github, llm=llm, meter=NullMeter(), progress=events,
                                 context_tokens=context_tokens, max_completion_tokens=1024,
                                 max_llm_calls=max_llm_calls, job_max_tokens=job_max_tokens, **extra)
@@ -72,9 +77,9 @@ class Harness:
         graph = build_review_graph(checkpointer)
         config = {"configurable": {"thread_id": job_id}}
         try:
-            result = await graph.ainvoke(  # type: ignore[call-overload]
-                {"job_id": job_id, "repo": repo, "number": number, "options": options or {}}, config,
-                context=context)
+            start = None if resume else {"job_id": job_id, "repo": repo, "number": number, "options": options or {}}
+            durability = {"durability": "sync"} if checkpointer is not None else {}  # as the service runs it
+            result = await graph.ainvoke(start, config, context=context, **durability)  # type: ignore[call-overload]
         finally:
             await github.aclose()
             await llm.aclose()

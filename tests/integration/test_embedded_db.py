@@ -9,6 +9,7 @@ import pytest
 
 from prreview.config import Settings
 from prreview.db import migrate, resolve_database_url
+from prreview.sql import migrations
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +18,7 @@ def test_embedded_postgres_starts_migrates_and_is_reused(tmp_path: Path) -> None
     settings = Settings(home=tmp_path / "home", database_url=None)
     url = resolve_database_url(settings)
     assert (tmp_path / "home" / "postgres" / "PG_VERSION").exists()
-    assert migrate(url) == [1, 2]
+    assert migrate(url) == [version for version, _, _ in migrations()]
     assert migrate(url) == []  # idempotent
     assert resolve_database_url(settings) == url  # a second start finds the running server
     with psycopg.connect(url) as conn:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from prreview.fakes import FakeFile, install_sample_pr
-from prreview.fakes._toy_reviewer import default_responder
-from prreview.fakes.sample_pr import SAMPLE_PR_BODY, SAMPLE_PR_DEFECTS, SAMPLE_PR_FILES
+from prreview.demo import FakeFile, install_sample_pr
+from prreview.demo.sample_pr import SAMPLE_PR_BODY, SAMPLE_PR_DEFECTS, SAMPLE_PR_FILES
+from prreview.demo.toy_reviewer import default_responder
 from tests.integration.graph_harness import Harness, assert_on_the_diff, harness
 
 __all__ = ["harness"]

@@ -17,7 +17,9 @@ from graph.analyzers import (
     default_analyzers,
     run_analyzers,
 )
-from graph.analyzers._secrets import scan_line
+from graph.analyzers._secrets import _ASSIGNMENT, MAX_LINE_CHARS, RULES, scan_files, scan_line
+from graph.offload import shared_pool
+from tests.unit.test_offload import backtrack, ticking
 
 CODE = '''\
 import os
@@ -97,6 +99,19 @@ def test_the_secret_scanner_leaves_references_and_placeholders_alone(line: str) 
     assert scan_line("conf.py", 1, line) == []
 
 
+def test_the_secret_scanner_reads_any_line_in_linear_time() -> None:
+    """A PR line of 20,000 characters (`BANNER = "tokentoken…"`) took the old backtracking pattern
+    minutes; RE2 reads it in one pass, and only its first MAX_LINE_CHARS characters."""
+    linear = type(_ASSIGNMENT)
+    assert linear.__module__.startswith("re2") and all(isinstance(r.pattern, linear) for r in RULES)
+    banner = 'BANNER = "' + "token" * 4000 + '"'
+    assert scan_line("banner.py", 1, banner) == []
+    assert scan_line("banner.py", 1, "api_token = 'Zx9k2Lq0pWm7' " + "token" * 4000)[0].rule == "generic-secret"
+    hidden_late = "x" * MAX_LINE_CHARS + ' api_token = "Zx9k2Lq0pWm7"'
+    assert scan_line("a.py", 1, hidden_late) == []  # past the part of a line that is read
+    assert [r.line for r in scan_files([("a.py", {1: banner, 2: 'password = "Zx9!k2Lq0pWm"'})])] == [2]
+
+
 class Exploding:
     name = "exploding"
     needs_content = False
@@ -132,6 +147,24 @@ async def test_more_analyzers_plug_in_and_a_broken_one_sinks_nothing() -> None:
     spans = next(f for f in findings if f["source"] == "spanning")
     assert spans["line"] == 3 and spans["suggestion"] is None  # moved onto the changed line it spans
     assert [f["source"] for f in findings] == ["secrets", "spanning"]
+
+
+class Backtracking(Exploding):
+    """Computes in a worker process for far longer than its bound."""
+
+    async def run(self, files: Sequence[SourceFile], workdir: Path) -> list[AnalyzerResult]:
+        await shared_pool().run(backtrack, "token" * 4000, timeout_s=0.5)
+        return []
+
+
+async def test_an_analyzer_past_its_cpu_bound_is_killed_and_reported_while_the_loop_runs() -> None:
+    file = _source("a.py", "one\nkey = 'AKIAIOSFODNN7EXAMPLF'\n", changed=[2])
+    (findings, reports), ticks = await ticking(run_analyzers({"slow": Backtracking(), "secrets": SecretScanner()},
+                                                             [file]))
+    statuses = {r["name"]: (r["status"], r["detail"]) for r in reports}
+    assert statuses["slow"] == ("timeout", "backtrack did not finish within 0.5 s")
+    assert statuses["secrets"][0] == "ok" and [f["rule"] for f in findings] == ["aws-access-key-id"]
+    assert ticks >= 5
 
 
 async def test_a_slow_analyzer_is_cut_off() -> None:

@@ -6,7 +6,7 @@ import re
 
 from graph.diff import apply_scopes, find_scopes, parse_file, render_file
 from graph.github import PRFile
-from prreview.fakes._patch import unified_patch
+from prreview.demo._patch import unified_patch
 
 
 def _file(path: str, base: str, head: str, **kwargs: object) -> PRFile:

@@ -10,15 +10,18 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from unidiff.patch import PatchSet
 
-from prreview.fakes import FakeFile, FakeGitHub, install_sample_pr
-from prreview.fakes._patch import unified_patch
-from prreview.fakes.sample_pr import SAMPLE_PR_BODY, SAMPLE_PR_DEFECTS, SAMPLE_PR_FILES
+from prreview.demo import install_sample_pr
+from prreview.demo._patch import unified_patch
+from prreview.demo.sample_pr import SAMPLE_PR_BODY, SAMPLE_PR_DEFECTS, SAMPLE_PR_FILES
+from tests.fakes import FakeFile, FakeGitHub
 
+REPO = Path(__file__).resolve().parents[2]  # `python -m tests.fakes...` runs from here
 TOKEN = "ghp_test_token"
 PR = "/repos/acme/payments/pulls/42"
 
@@ -467,8 +470,8 @@ def test_concurrent_comments_are_all_kept(gh: FakeGitHub) -> None:
 
 # --- standalone ------------------------------------------------------------------------------------------
 def test_runs_standalone() -> None:
-    command = [sys.executable, "-m", "prreview.fakes.github", "--port", "0"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+    command = [sys.executable, "-m", "tests.fakes.github", "--port", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) as process:
         assert process.stdout is not None and process.stderr is not None
         try:
             first = process.stdout.readline()

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from prreview.fakes import FakeFile, FakeGitHub
+from tests.fakes import FakeFile, FakeGitHub
 
 
 @pytest.fixture

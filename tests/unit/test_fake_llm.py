@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,9 +18,11 @@ import jsonschema
 import pytest
 from unidiff.patch import PatchSet
 
-from prreview.fakes import SAMPLE_PR_DEFECTS, FakeGitHub, ScriptedLLM, install_sample_pr
-from prreview.fakes.sample_pr import SAMPLE_PR_BODY
+from prreview.demo import install_sample_pr
+from prreview.demo.sample_pr import SAMPLE_PR_BODY, SAMPLE_PR_DEFECTS
+from tests.fakes import FakeGitHub, ScriptedLLM
 
+REPO = Path(__file__).resolve().parents[2]  # `python -m tests.fakes...` runs from here
 MESSAGES = [{"role": "system", "content": "You review code."}, {"role": "user", "content": "Say ok, please."}]
 
 # Close to what pydantic writes for the agent's output models: $defs, nullable anyOf, bounds.
@@ -224,7 +227,8 @@ def test_bad_requests(llm: ScriptedLLM) -> None:
 
 # --- the default responder: a toy reviewer -------------------------------------------------------------
 def _render(path: str, status: str, patch: str) -> str:
-    """The agent's prompt format for one file (see the task brief; graph/diff.py renders the same)."""
+    """The agent's prompt format for one file (graph/diff.py renders the same: the
+    `<pr_file>` block, hunk headers, and each line tagged with its side and number)."""
     out = [f'<pr_file path="{path}" status="{status}">']
     for hunk in PatchSet(f"--- a/{path}\n+++ b/{path}\n{patch}\n")[0]:
         header = f"@@ -{hunk.source_start},{hunk.source_length} +{hunk.target_start},{hunk.target_length} @@"
@@ -331,8 +335,8 @@ def test_other_requests(llm: ScriptedLLM) -> None:
 
 
 def test_runs_standalone() -> None:
-    command = [sys.executable, "-m", "prreview.fakes.llm", "--port", "0", "--latency-s", "0.1"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+    command = [sys.executable, "-m", "tests.fakes.llm", "--port", "0", "--latency-s", "0.1"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) as process:
         assert process.stdout is not None
         try:
             line = process.stdout.readline()

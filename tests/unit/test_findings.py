@@ -7,7 +7,8 @@ from typing import Any
 from graph.diff import FileDiff, apply_scopes, find_scopes, parse_file
 from graph.findings import Anchorer, finding_key, key_of, merge_duplicates, normalize, rank
 from graph.github import PRFile
-from prreview.fakes._patch import find_line, parse_patch, unified_patch
+from prreview.demo._patch import parse_patch, unified_patch
+from tests.fakes.github._reviews import find_line
 
 BASE = "".join(f"def f{i}(x):\n    a = x + {i}\n    b = a * 2\n    c = b - 1\n    return c\n\n\n"
                for i in range(8))

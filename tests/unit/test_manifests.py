@@ -3,9 +3,11 @@
 Each overlay is built here by a small reader of kustomize's format (only the features cluster/ uses;
 anything else fails loudly), cross-checked against the real `kustomize` when one is installed.
 The built objects are then checked against the released KubeRay and CloudNativePG CRD schemas
-(../shared/crds, or $PR_REVIEW_CRDS_DIR), against serve_config.yaml (the generated serveConfigV2
+(tests/data/crds, or $PR_REVIEW_CRDS_DIR), against serve_config.yaml (the generated serveConfigV2
 must not drift), and against each other: the Ray worker groups must offer, in the autoscaler's own
-reading of them (Ray's KubeRay translation), what the Serve deployments ask for.
+reading of them (Ray's KubeRay translation), what the Serve deployments ask for; the RayService's
+Redis, Secrets and Services exist; NetworkPolicies, PodDisruptionBudgets and the Ingress select the
+pods the objects really make (with the labels the operators add) and let in only what they should.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
@@ -42,8 +44,20 @@ LLM_REPLICA_ASK: dict[str, dict[str, float]] = {
     "cpu": {"CPU": 2.0},
     "gpu": {"CPU": 1.0, "GPU": 1.0, "accelerator_type:H100": 0.001},
 }
-# Labels KubeRay puts on every Ray pod besides the template's own (kuberay common/pod.go labelPod).
-KUBERAY_POD_LABELS = {"ray.io/is-ray-node": "yes"}
+# Labels KubeRay (v1.7, common/pod.go labelPod) puts on every Ray pod; the template's labels override
+# these, but not ray.io/node-type and ray.io/group, which ray_pod_labels adds. ray.io/cluster and
+# ray.io/identifier are left out: a RayService names its RayCluster with a random suffix, so no
+# manifest can select on them.
+KUBERAY_POD_LABELS = {
+    "ray.io/is-ray-node": "yes",
+    "app.kubernetes.io/name": "kuberay",
+    "app.kubernetes.io/created-by": "kuberay-operator",
+}
+KUBERAY_HEAD_GROUP = "headgroup"  # ray.io/group of the head pod
+# Labels CloudNativePG (v1.30) puts on each PostgreSQL instance pod, besides inheritedMetadata.labels.
+CNPG_INSTANCE_LABELS = {"cnpg.io/podRole": "instance"}
+# Keys of the `<cluster>-app` Secret CloudNativePG makes.
+CNPG_APP_SECRET_KEYS = {"username", "password", "host", "port", "dbname", "uri", "jdbc-uri", "pgpass"}
 
 
 # --- A reader of the kustomize subset cluster/ uses ----------------------------------------------
@@ -189,16 +203,65 @@ def ray_container(group: Obj) -> Obj:
     return group["template"]["spec"]["containers"][0]  # KubeRay: the Ray container is the first
 
 
+def ray_pod_labels(group_name: str, group: Obj) -> dict[str, str]:
+    """The labels a pod of this group carries once KubeRay has made it (labelPod's rules)."""
+    is_head = group_name == "head"
+    return {
+        **KUBERAY_POD_LABELS,
+        **group["template"]["metadata"].get("labels", {}),
+        "ray.io/node-type": "head" if is_head else "worker",
+        "ray.io/group": KUBERAY_HEAD_GROUP if is_head else group_name,
+    }
+
+
+def pods(objects: tuple[Obj, ...]) -> list[tuple[str, dict[str, str]]]:
+    """(what, labels) of every kind of pod the objects make, the operators' pods included."""
+    found: list[tuple[str, dict[str, str]]] = []
+    for obj in objects:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        if kind == "RayService":
+            for group_name, group in ray_groups(obj):
+                found.append((f"ray {group_name}", ray_pod_labels(group_name, group)))
+            config = obj["spec"]["rayClusterConfig"]
+            if config.get("gcsFaultToleranceOptions"):
+                # KubeRay's Redis cleanup Job, run when the RayCluster is deleted: a copy of the head pod.
+                head = ray_pod_labels("head", config["headGroupSpec"])
+                found.append(("ray redis-cleanup", {**head, "ray.io/node-type": "redis-cleanup"}))
+        elif kind in ("StatefulSet", "Deployment", "Job"):
+            found.append((f"{kind} {name}", obj["spec"]["template"]["metadata"]["labels"]))
+        elif kind == "Cluster":
+            inherited = obj["spec"].get("inheritedMetadata", {}).get("labels", {})
+            found.append((f"postgres {name}", {**inherited, **CNPG_INSTANCE_LABELS, "cnpg.io/cluster": name}))
+    return found
+
+
+def selects(selector: Obj, labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"only matchLabels selectors are checked here: {selector}"
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def workload_containers(objects: tuple[Obj, ...]) -> Iterator[tuple[str, Obj]]:
+    """(where, container) of every container in a pod template, Ray's included."""
+    for obj in objects:
+        if obj["kind"] == "RayService":
+            for group_name, group in ray_groups(obj):
+                for container in group["template"]["spec"]["containers"]:
+                    yield f"ray {group_name}/{container['name']}", container
+        elif obj["kind"] in ("StatefulSet", "Deployment", "Job"):
+            for container in obj["spec"]["template"]["spec"]["containers"]:
+                yield f"{obj['kind']} {obj['metadata']['name']}/{container['name']}", container
+
+
 # --- The CRD schemas ------------------------------------------------------------------------------
 def crds_dir() -> Path:
     configured = os.environ.get(CRDS_ENV)
-    candidates = [Path(configured)] if configured else [REPO.parent / "shared" / "crds"]
+    candidates = [Path(configured)] if configured else [REPO / "tests" / "data" / "crds"]
     for candidate in candidates:
         if candidate.is_dir() and any(candidate.glob("*.yaml")):
             return candidate
     pytest.fail(
         f"CRD schemas not found: set ${CRDS_ENV} to a directory holding the released KubeRay and "
-        f"CloudNativePG CRDs, or put them in {REPO.parent / 'shared' / 'crds'} (looked in: "
+        f"CloudNativePG CRDs, or restore tests/data/crds (looked in: "
         f"{', '.join(str(c) for c in candidates)})",
         pytrace=False,
     )
@@ -298,7 +361,12 @@ def test_every_manifest_file_parses() -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_builds_the_whole_application(overlay: str) -> None:
     kinds = sorted(obj["kind"] for obj in build(overlay))
-    assert kinds == ["Cluster", "ConfigMap", "Namespace", "PodMonitor", "RayService"]
+    budgets = ["PodDisruptionBudget"] * (2 if overlay == "prod" else 1)  # prod: the GPU group's too
+    assert kinds == sorted([
+        "Cluster", "ConfigMap", "Ingress", "Job", "Namespace", *["NetworkPolicy"] * 6, *budgets,
+        "PodMonitor", "RayService", "Service", "StatefulSet",
+    ])
+    assert not [obj for obj in build(overlay) if obj["kind"] == "Secret"], "no secret value in a manifest"
     names = [(obj["kind"], obj["metadata"]["name"]) for obj in build(overlay)]
     assert len(set(names)) == len(names)
     namespaced = [obj for obj in build(overlay) if obj["kind"] != "Namespace"]
@@ -360,6 +428,9 @@ def test_validation_rejects_what_the_api_server_would() -> None:
     head = ray_container(bad_quantity["spec"]["rayClusterConfig"]["headGroupSpec"])
     head["resources"]["limits"]["cpu"] = "4 cores"
     assert crd_errors(bad_quantity)
+    fault_tolerance = copy.deepcopy(rayservice)  # the schema covers gcsFaultToleranceOptions
+    fault_tolerance["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]["redisAdress"] = "redis:6379"
+    assert any("redisAdress" in e for e in crd_errors(fault_tolerance))
     duplicate = copy.deepcopy(rayservice)
     ports = ray_container(duplicate["spec"]["rayClusterConfig"]["headGroupSpec"])["ports"]
     ports.append({"containerPort": 8080, "name": "metrics2", "protocol": "TCP"})  # protocol defaults to TCP
@@ -471,9 +542,8 @@ def _explicit_resources(where: str, resources: Obj) -> None:
 def test_requests_and_limits_are_explicit(overlay: str) -> None:
     objects = build(overlay)
     rayservice = one(objects, "RayService")
-    for group_name, group in ray_groups(rayservice):
-        for container in group["template"]["spec"]["containers"]:
-            _explicit_resources(f"{group_name}/{container['name']}", container["resources"])
+    for where, container in workload_containers(objects):
+        _explicit_resources(where, container["resources"])
     autoscaler = rayservice["spec"]["rayClusterConfig"]["autoscalerOptions"]
     _explicit_resources("autoscaler", autoscaler["resources"])
     database = one(objects, "Cluster")["spec"]
@@ -565,6 +635,16 @@ def test_dev_is_cpu_only_and_smaller_than_prod() -> None:
 
 
 # --- Configuration and secrets --------------------------------------------------------------------
+# The settings each Ray container reads from a Secret: env name -> (secret, key, optional).
+RAY_SECRET_ENV = {
+    "GITHUB_TOKEN": ("pr-review-github", "token", True),
+    "PR_REVIEW_API_KEYS": ("pr-review-api-keys", "keys", True),
+    "GITHUB_APP_ID": ("pr-review-github-app", "app-id", True),
+    "GITHUB_WEBHOOK_SECRET": ("pr-review-github-app", "webhook-secret", True),
+}
+GITHUB_APP_KEY = ("pr-review-github-app", "private-key.pem")  # mounted as a file: GITHUB_APP_PRIVATE_KEY_FILE
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_pods_get_settings_and_secrets_by_reference(overlay: str) -> None:
     objects = build(overlay)
@@ -575,16 +655,342 @@ def test_pods_get_settings_and_secrets_by_reference(overlay: str) -> None:
         container = ray_container(group)
         env = {item["name"]: item for item in container.get("env", [])}
         assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": database_secret, "key": "uri"}
-        github = env["GITHUB_TOKEN"]["valueFrom"]["secretKeyRef"]
-        assert github["optional"] is True, "anonymous GitHub access must still start the pods"
+        for name, (secret, key, optional) in RAY_SECRET_ENV.items():
+            ref = env[name]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": secret, "key": key, "optional": optional}, f"{group_name}: {name}"
+        # The App's key is a file from a read-only Secret volume; the variable holds its path.
+        key_file = PurePosixPath(env["GITHUB_APP_PRIVATE_KEY_FILE"]["value"])
+        volumes = {volume["name"]: volume for volume in group["template"]["spec"]["volumes"]}
+        mount = next(m for m in container["volumeMounts"] if key_file.parent == PurePosixPath(m["mountPath"]))
+        assert mount.get("readOnly") is True, group_name
+        secret_volume = volumes[mount["name"]]["secret"]
+        assert (secret_volume["secretName"], secret_volume["optional"]) == (GITHUB_APP_KEY[0], True)
+        assert {"key": GITHUB_APP_KEY[1], "path": key_file.name} in secret_volume["items"], group_name
         for name, item in env.items():
-            if re.search(r"TOKEN|KEY|PASSWORD|DATABASE_URL", name):
+            if re.search(r"TOKEN|KEY|PASSWORD|SECRET|DATABASE_URL", name) and not name.endswith("_FILE"):
                 assert "value" not in item and "secretKeyRef" in item["valueFrom"], f"{group_name}: {name}"
         assert {"configMapRef": {"name": config_map["metadata"]["name"]}} in container["envFrom"]
         mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
         assert config_map["data"]["PR_REVIEW_HOME"] in mounts, f"{group_name}: PR_REVIEW_HOME is not a volume"
     database = one(objects, "Cluster")["spec"]
     assert database["bootstrap"]["initdb"]["database"] == database["bootstrap"]["initdb"]["owner"]
+
+
+def secret_references(node: Any, where: str = "") -> Iterator[tuple[str, str, str | None]]:
+    """(where, secret, key or None) for every Secret any object refers to: secretKeyRef, secret
+    volumes (each item's key), an Ingress's TLS secret."""
+    if isinstance(node, dict):
+        if isinstance(node.get("secretKeyRef"), dict):
+            yield where, node["secretKeyRef"]["name"], node["secretKeyRef"]["key"]
+        if isinstance(node.get("secret"), dict) and "secretName" in node["secret"]:
+            items = node["secret"].get("items")
+            for key in [item["key"] for item in items] if items else [None]:
+                yield where, node["secret"]["secretName"], key
+        if "secretName" in node and "hosts" in node:  # spec.tls[] of an Ingress
+            yield where, node["secretName"], "tls.crt"
+        for name, value in node.items():
+            yield from secret_references(value, f"{where}/{name}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from secret_references(item, f"{where}/{index}")
+
+
+def readme_secrets() -> dict[str, set[str]]:
+    """Secret -> keys, from the README's `kubectl create secret` commands."""
+    readme = (CLUSTER / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    secrets: dict[str, set[str]] = {}
+    for kind, name, rest in re.findall(r"create secret (generic|tls) ([\w.-]+)([^\n]*)", readme):
+        keys = secrets.setdefault(name, set())
+        if kind == "tls":
+            keys |= {"tls.crt", "tls.key"}
+        keys |= set(re.findall(r"--from-(?:literal|file)=([\w.-]+)=", rest))
+    return secrets
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_secret_is_made_by_cloudnativepg_or_the_readme(overlay: str) -> None:
+    objects = build(overlay)
+    cnpg_secret = one(objects, "Cluster")["metadata"]["name"] + "-app"
+    documented = readme_secrets()
+    references = [ref for obj in objects for ref in secret_references(obj, f"{obj['kind']}/{obj['metadata']['name']}")]
+    assert {name for _, name, _ in references} >= {"pr-review-redis", "pr-review-api-keys", "pr-review-github-app"}
+    for where, name, key in references:
+        if name == cnpg_secret:
+            assert key in CNPG_APP_SECRET_KEYS, f"{where}: CloudNativePG's secret has no key {key}"
+            continue
+        assert name in documented, f"{where}: cluster/README.md does not say how to create Secret {name}"
+        assert key is None or key in documented[name], f"{where}: the README's {name} has no key {key}"
+
+
+# --- GCS fault tolerance: Redis ---------------------------------------------------------------------
+def _service_port(service: Obj, port: int) -> Obj:
+    return next(p for p in service["spec"]["ports"] if p["port"] == port)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gcs_fault_tolerance_uses_the_shipped_redis(overlay: str) -> None:
+    objects = build(overlay)
+    config = one(objects, "RayService")["spec"]["rayClusterConfig"]
+    options = config["gcsFaultToleranceOptions"]
+    assert options.get("backend", "redis") == "redis"
+    host, _, port = options["redisAddress"].removeprefix("redis://").partition(":")
+    services = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == host]
+    assert len(services) == 1, f"redisAddress {options['redisAddress']}: no Service {host} in the overlay"
+    service = services[0]
+    redis = one(objects, "StatefulSet")
+    template = redis["spec"]["template"]
+    assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+    assert redis["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    container = template["spec"]["containers"][0]
+    target = _service_port(service, int(port))["targetPort"]
+    assert any(target in (p["containerPort"], p.get("name")) and p["containerPort"] == int(port)
+               for p in container["ports"])
+
+    # One Secret holds the password, for Redis and for KubeRay (which hands it to the head).
+    password = options["redisPassword"]["valueFrom"]["secretKeyRef"]
+    env = {item["name"]: item for item in container["env"]}
+    assert "optional" not in password and env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == password
+    script = " ".join(container["command"] + container["args"])
+    assert '--requirepass "$REDIS_PASSWORD"' in script and "exec redis-server" in script
+    # Persistence: an append-only file in a directory on the StatefulSet's volume.
+    assert "--appendonly yes" in script
+    data_dir = re.search(r"--dir (\S+)", script)
+    claims = {claim["metadata"]["name"] for claim in redis["spec"]["volumeClaimTemplates"]}
+    assert data_dir and {"name": next(iter(claims)), "mountPath": data_dir.group(1)} in container["volumeMounts"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+
+    # KubeRay refuses a RayService that also sets these itself (utils/validation.go).
+    head = config["headGroupSpec"]
+    assert "redis-password" not in head["rayStartParams"]
+    head_env = {item["name"] for item in ray_container(head)["env"]}
+    assert not head_env & {"RAY_REDIS_ADDRESS", "REDIS_PASSWORD", "REDIS_USERNAME"}
+
+
+# --- NetworkPolicies -------------------------------------------------------------------------------
+# Namespaces named in the policies, as Kubernetes labels them, and the pods the operators run there.
+INGRESS_CONTROLLER = ({"kubernetes.io/metadata.name": "ingress-nginx"}, {"app.kubernetes.io/name": "ingress-nginx"})
+KUBERAY_OPERATOR = ({"kubernetes.io/metadata.name": "kuberay-system"}, {"app.kubernetes.io/name": "kuberay-operator"})
+CNPG_OPERATOR = ({"kubernetes.io/metadata.name": "cnpg-system"}, {"app.kubernetes.io/name": "cloudnative-pg"})
+PROMETHEUS = ({"kubernetes.io/metadata.name": "monitoring"}, {"app.kubernetes.io/name": "prometheus"})
+STRANGER = ({"kubernetes.io/metadata.name": "elsewhere"}, {"app": "anything"})
+RAY_INTERNAL_PORTS = {6379: "GCS", 8265: "dashboard and jobs API", 10001: "Ray client"}
+
+
+def _policies(objects: tuple[Obj, ...]) -> list[Obj]:
+    return [obj for obj in objects if obj["kind"] == "NetworkPolicy"]
+
+
+def _allowed(objects: tuple[Obj, ...], source: tuple[dict[str, str], dict[str, str]], target: str, port: int) -> bool:
+    """Whether a pod (namespace labels, pod labels) may open `port` on the pod `target` (a pods() name),
+    by the semantics of NetworkPolicy: additive allows over the policies that select the target."""
+    target_labels = dict(pods(objects))[target]
+    namespace = one(objects, "Namespace")["metadata"]["name"]
+    source_namespace, source_labels = source
+    isolating = [p for p in _policies(objects)
+                 if "Ingress" in p["spec"]["policyTypes"] and selects(p["spec"]["podSelector"], target_labels)]
+    if not isolating:
+        return True
+    for policy in isolating:
+        for rule in policy["spec"].get("ingress", []):
+            ports = {p["port"] for p in rule.get("ports", [])}
+            if ports and port not in ports:
+                continue
+            for peer in rule.get("from") or [{"namespaceSelector": {}}]:
+                if "namespaceSelector" in peer:
+                    namespace_ok = selects(peer["namespaceSelector"], source_namespace)
+                else:
+                    namespace_ok = source_namespace.get("kubernetes.io/metadata.name") == namespace
+                if namespace_ok and selects(peer.get("podSelector", {}), source_labels):
+                    return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_select_pods_that_exist(overlay: str) -> None:
+    objects = build(overlay)
+    every_pod = pods(objects)
+    policies = _policies(objects)
+    default_deny = {"podSelector": {}, "policyTypes": ["Ingress"]}
+    assert any(p["spec"] == default_deny for p in policies), "a default-deny policy for the namespace's ingress"
+    for policy in policies:
+        name, spec = policy["metadata"]["name"], policy["spec"]
+        assert spec["policyTypes"] == ["Ingress"], f"{name}: outgoing traffic stays open (GitHub, the API server)"
+        selected = [what for what, labels in every_pod if selects(spec["podSelector"], labels)]
+        assert selected, f"{name} selects no pod that these manifests make"
+        for rule in spec.get("ingress", []):
+            assert rule.get("from"), f"{name}: a rule without `from` lets in the whole network"
+            for port in rule.get("ports", []):
+                assert isinstance(port["port"], int) and "endPort" not in port and port["protocol"] == "TCP", name
+            for peer in rule["from"]:
+                assert set(peer) <= {"podSelector", "namespaceSelector"}, f"{name}: {peer}"
+                if "namespaceSelector" not in peer:  # this namespace: the peer's pods must exist
+                    peers = [what for what, labels in every_pod if selects(peer["podSelector"], labels)]
+                    assert peers, f"{name}: {peer['podSelector']} matches no pod that these manifests make"
+    # Every pod that listens is let in by some policy besides the default deny.
+    for what, labels in every_pod:
+        allowing = [p for p in policies if p["spec"].get("ingress") and selects(p["spec"]["podSelector"], labels)]
+        assert allowing or what.startswith(("Job ", "ray redis-cleanup")), f"nothing may reach {what}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_from_outside_only_the_serve_port_is_reachable(overlay: str) -> None:
+    objects = build(overlay)
+    namespace = {"kubernetes.io/metadata.name": one(objects, "Namespace")["metadata"]["name"]}
+    ray = dict(pods(objects))
+    head, cpu = ray["ray head"], ray["ray cpu"]
+    job = next(labels for what, labels in pods(objects) if what.startswith("Job "))
+    postgres = next(what for what in ray if what.startswith("postgres "))
+    redis = next(what for what in ray if what.startswith("StatefulSet "))
+    ray_pods = [what for what in ray if what.startswith("ray ") and what != "ray redis-cleanup"]
+
+    # Inside: what the Ray cluster, the migration and CloudNativePG need.
+    for target in ray_pods:
+        for port in (6379, 8000, 8265, 10001, 8080, 52365, 12345):  # Ray uses many ports, some random
+            assert _allowed(objects, (namespace, cpu), target, port), (target, port)
+            assert _allowed(objects, (namespace, head), target, port), (target, port)
+    assert _allowed(objects, (namespace, head), redis, 6379)
+    assert _allowed(objects, (namespace, ray["ray redis-cleanup"]), redis, 6379)
+    assert not _allowed(objects, (namespace, job), redis, 6379)
+    for source in (head, cpu, job):
+        assert _allowed(objects, (namespace, source), postgres, 5432)
+    assert _allowed(objects, (namespace, ray[postgres]), postgres, 5432)  # replication
+    assert not _allowed(objects, (namespace, {"app": "debug"}), postgres, 5432)
+    for port in (8000, 5432):
+        assert _allowed(objects, CNPG_OPERATOR, postgres, port)
+
+    # Outside: the ingress controller reaches the Serve proxies and nothing else.
+    for target in ray_pods:
+        assert _allowed(objects, INGRESS_CONTROLLER, target, 8000), target
+        assert _allowed(objects, PROMETHEUS, target, 8080), target
+        for port in (*RAY_INTERNAL_PORTS, 52365):
+            assert not _allowed(objects, INGRESS_CONTROLLER, target, port), (target, port)
+            assert not _allowed(objects, PROMETHEUS, target, port), (target, port)
+        for port in (8000, *RAY_INTERNAL_PORTS):
+            assert not _allowed(objects, STRANGER, target, port), (target, port)
+    # The KubeRay operator: the head's dashboard (serveConfigV2, status) and Serve proxy (health).
+    assert _allowed(objects, KUBERAY_OPERATOR, "ray head", 8265)
+    assert _allowed(objects, KUBERAY_OPERATOR, "ray head", 8000)
+    assert not _allowed(objects, (KUBERAY_OPERATOR[0], {"app": "other"}), "ray head", 8265)
+    for outsider in (INGRESS_CONTROLLER, KUBERAY_OPERATOR, PROMETHEUS, STRANGER):
+        assert not _allowed(objects, outsider, redis, 6379)
+        assert not _allowed(objects, outsider, postgres, 5432)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_policy_opens_ray_internals_to_other_namespaces(overlay: str) -> None:
+    """Whatever the pods: a rule that admits another namespace names its ports, never GCS or the Ray
+    client, and the dashboard only for the KubeRay operator's pods."""
+    for policy in _policies(build(overlay)):
+        for rule in policy["spec"].get("ingress", []):
+            for peer in rule["from"]:
+                if "namespaceSelector" not in peer:
+                    continue
+                ports = {port["port"] for port in rule.get("ports", [])}
+                assert ports, f"{policy['metadata']['name']}: another namespace on every port"
+                assert not ports & {6379, 10001}, policy["metadata"]["name"]
+                if 8265 in ports:
+                    operator = {"namespaceSelector": {"matchLabels": KUBERAY_OPERATOR[0]},
+                                "podSelector": {"matchLabels": KUBERAY_OPERATOR[1]}}
+                    assert peer == operator, f"{policy['metadata']['name']}: the dashboard for {peer}"
+
+
+# --- The Ingress ----------------------------------------------------------------------------------
+def _ingress_routes(ingress: Obj, path: str) -> bool:
+    """Whether some rule of the Ingress takes `path` (Kubernetes' Exact and element-wise Prefix)."""
+    for rule in ingress["spec"]["rules"]:
+        for entry in rule["http"]["paths"]:
+            if entry["pathType"] == "Exact" and path == entry["path"]:
+                return True
+            if entry["pathType"] == "Prefix":
+                prefix = [part for part in entry["path"].split("/") if part]
+                if [part for part in path.split("/") if part][: len(prefix)] == prefix:
+                    return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingress_exposes_only_the_review_api(overlay: str) -> None:
+    objects = build(overlay)
+    ingress, rayservice = one(objects, "Ingress"), one(objects, "RayService")
+    assert "defaultBackend" not in ingress["spec"]
+    paths = {(p["path"], p["pathType"]) for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
+    assert paths == {("/v1/", "Prefix"), ("/healthz", "Exact"), ("/readyz", "Exact"), ("/", "Exact"),
+                     ("/assets/", "Prefix")}
+    for rule in ingress["spec"]["rules"]:
+        for entry in rule["http"]["paths"]:
+            # KubeRay's Serve service: `<RayService>-serve-svc`, port 8000, the Serve proxies.
+            assert entry["backend"] == {"service": {"name": f"{rayservice['metadata']['name']}-serve-svc",
+                                                    "port": {"number": 8000}}}
+    serve_config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+    assert serve_config["http_options"]["port"] == 8000
+    llm = next(app for app in serve_config["applications"] if app["name"] == "llm")["route_prefix"]
+    for path in ("/", "/v1/reviews", "/v1/reviews/abc/events", "/v1/github/webhook", "/v1/batches",
+                 "/healthz", "/readyz", "/assets/app.js"):
+        assert _ingress_routes(ingress, path), path
+    for path in (llm, f"{llm}/", f"{llm}/v1/chat/completions", f"{llm}/v1/models", "/-/healthz", "/-/routes",
+                 "/api/serve/applications/", "/api/jobs/", "/index.html", "/docs"):
+        assert not _ingress_routes(ingress, path), path
+    assert not any(p.startswith(llm) for p, _ in paths)
+    tls = ingress["spec"]["tls"]
+    assert {host for entry in tls for host in entry["hosts"]} == {r["host"] for r in ingress["spec"]["rules"]}
+
+
+# --- Disruption budgets ---------------------------------------------------------------------------
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_disruption_budgets_keep_a_pod_of_each_worker_group(overlay: str) -> None:
+    """A RayCluster has no scale subresource, so only an integer minAvailable works for its pods. Each
+    budget takes the pods of one worker group, and a pod has one budget at most (the eviction API
+    refuses a pod with two). No budget for the head (GCS fault tolerance covers its restart) or the
+    database (CloudNativePG makes its own)."""
+    objects = build(overlay)
+    workers = {g["groupName"]: g for g in one(objects, "RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    every_pod = pods(objects)
+    covered: dict[str, str] = {}
+    for budget in (obj for obj in objects if obj["kind"] == "PodDisruptionBudget"):
+        name, spec = budget["metadata"]["name"], budget["spec"]
+        assert "maxUnavailable" not in spec and type(spec["minAvailable"]) is int, name
+        assert spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow", name
+        matched = [what for what, labels in every_pod if selects(spec["selector"], labels)]
+        assert len(matched) == 1 and matched[0].startswith("ray "), f"{name} selects {matched}"
+        group = matched[0].removeprefix("ray ")
+        assert group in workers, f"{name}: {group} is not a worker group"
+        assert group not in covered, f"{group}: two budgets ({covered[group]} and {name})"
+        covered[group] = name
+        # Never the last pod; and a group's minimum pods must not block every eviction in prod.
+        assert 1 <= spec["minAvailable"] <= workers[group]["minReplicas"], name
+    assert set(covered) == set(workers), "every worker group has a budget"
+    if overlay == "prod":
+        assert workers["cpu"]["minReplicas"] > 1, "a drain can always evict one CPU pod"
+
+
+# --- Schema migration -----------------------------------------------------------------------------
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_migration_job_runs_pr_review_db_migrate(overlay: str) -> None:
+    objects = build(overlay)
+    job = one(objects, "Job")
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] + container.get("args", []) == ["pr-review", "db", "migrate"]
+    rayservice = one(objects, "RayService")
+    assert container["image"] == ray_container(rayservice["spec"]["rayClusterConfig"]["headGroupSpec"])["image"]
+    env = {item["name"]: item for item in container["env"]}
+    database_secret = one(objects, "Cluster")["metadata"]["name"] + "-app"
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": database_secret, "key": "uri"}
+    assert {"configMapRef": {"name": one(objects, "ConfigMap")["metadata"]["name"]}} in container["envFrom"]
+    assert pod["restartPolicy"] == "Never" and 0 < spec["backoffLimit"] <= 10
+    assert spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"] > 0
+    # Non-root: the image's own user (cluster/Dockerfile ends every target as `ray`, uid 1000).
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    dockerfile = (CLUSTER / "Dockerfile").read_text(encoding="utf-8")
+    for stage in dockerfile.split("\nFROM ")[1:]:
+        users = re.findall(r"^USER (\S+)", stage, flags=re.MULTILINE)
+        assert not users or users[-1] == "ray", stage.splitlines()[0]
+    # Its pod template is immutable: the README says to delete it before applying a new release.
+    readme = (CLUSTER / "README.md").read_text(encoding="utf-8")
+    assert f"delete job {job['metadata']['name']}" in readme
+    assert f"job/{job['metadata']['name']}" in readme  # and how to wait for it
 
 
 # --- Metrics --------------------------------------------------------------------------------------
@@ -601,7 +1007,7 @@ def test_pod_monitor_scrapes_every_ray_pod(overlay: str) -> None:
     assert "metrics" in endpoints
     head_ports = set()
     for group_name, group in ray_groups(rayservice):
-        labels = {**group["template"]["metadata"]["labels"], **KUBERAY_POD_LABELS}
+        labels = ray_pod_labels(group_name, group)
         assert selector.items() <= labels.items(), f"the PodMonitor misses the {group_name} pods"
         ports = {port["name"]: port["containerPort"] for port in ray_container(group)["ports"]}
         assert ports["metrics"] == 8080, f"{group_name}: Ray's metrics export port"

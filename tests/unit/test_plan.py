@@ -7,7 +7,7 @@ from graph.diff import FileDiff, parse_file
 from graph.github import PRFile
 from graph.plan import Budget, chunk_file, classify, pack, risk_rank, skip_reason
 from graph.repo_config import RepoConfig
-from prreview.fakes._patch import unified_patch
+from prreview.demo._patch import unified_patch
 
 
 def _diff(path: str, base: str, head: str, status: str = "modified", **kwargs: object) -> FileDiff:

@@ -7,7 +7,7 @@ from prreview.sql import migrations, parse_queries, queries
 
 def test_every_named_query_loads_and_names_are_unique() -> None:
     loaded = queries()
-    assert {"insert_job", "claim_for_dispatch", "start_job", "renew_leases", "recover_job"} <= set(loaded)
+    assert {"submit", "claim", "start", "heartbeat", "requeue", "finish", "cancel", "recover"} <= set(loaded)
     assert all(sql and not sql.endswith(";") for sql in loaded.values())
 
 

@@ -14,7 +14,7 @@ from graph.context import estimate_tokens
 from graph.tokens import served_context_tokens, tokenizer_counter
 from serve_app.llm_app import PROFILES, LLMAppArgs, build_llm_app, llm_config_kwargs
 from serve_app.llm_models import DEFAULT_MODEL, ModelNotFound, build_tiny_model, demo_model, resolve_model
-from serve_app.serve_config import load_apps
+from serve_app.serve_config import LLM_APP, app_args, load_config
 
 QWEN_7B = "Qwen/Qwen2.5-Coder-7B-Instruct"
 
@@ -64,7 +64,7 @@ def test_cpu_profile_serves_llm_model_on_one_cpu_with_a_small_kv_cache(
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
     monkeypatch.setenv("LLM_MODEL", str(model_dir))
-    kwargs = llm_config_kwargs(LLMAppArgs.model_validate(load_apps()["llm"].args))
+    kwargs = llm_config_kwargs(LLMAppArgs.model_validate(app_args(load_config(), LLM_APP)))
     # Served under exactly the id the agents send: LLM_MODEL as given.
     assert kwargs["model_loading_config"] == {"model_id": str(model_dir), "model_source": str(model_dir)}
     assert kwargs["accelerator_type"] is None

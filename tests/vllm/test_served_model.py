@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.llm_throughput import run_benchmark
 from graph.schemas import SUMMARY_SCHEMA
 from graph.tokens import served_context_tokens, tokenizer_counter
-from prreview.fakes.sample_pr import install_sample_pr
+from prreview.demo import install_sample_pr
 from prreview.models import ReviewResource
 from serve_app.llm_app import PROFILES, deployment_name
 from serve_app.llm_models import resolve_model

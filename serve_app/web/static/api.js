@@ -1,5 +1,9 @@
 // The pr-review HTTP API, as the page uses it. Paths are relative to the page, so the service
 // also works behind a route prefix. Failures become ApiError with a sentence a person can read.
+// Every call carries the tab's API key; a 401 asks for one (auth.js) and the call is made again.
+
+import { authHeaders, keyAfterUnauthorized, keyInUse } from "./auth.js";
+import { EventStream } from "./stream.js";
 
 export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
@@ -39,6 +43,8 @@ function retryAfter(response) {
 
 const STATUS_SENTENCES = {
   400: "The service could not accept that request.",
+  401: "The service needs an API key.",
+  403: "This API key may not do that.",
   404: "The service does not know that address.",
   413: "The request is too large.",
   429: "The service is busy.",
@@ -50,17 +56,25 @@ const STATUS_SENTENCES = {
 
 async function request(method, path, body) {
   let response;
+  const usedKey = keyInUse();
   try {
     response = await fetch(path, {
       method,
-      headers: body === undefined ? { Accept: "application/json" }
-        : { Accept: "application/json", "Content-Type": "application/json" },
+      headers: {
+        Accept: "application/json",
+        ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+        ...authHeaders(),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: "no-store",
     });
   } catch {
     throw new ApiError(0, "network_error",
       "The pr-review service cannot be reached. Check that it is running, then try again");
+  }
+  if (response.status === 401) {
+    await keyAfterUnauthorized(usedKey); // waits for the person to enter a key
+    return request(method, path, body);
   }
   let data = null;
   try {
@@ -87,12 +101,9 @@ export const api = {
   reviews: (limit = 20) => request("GET", `v1/reviews?limit=${limit}`),
   submitBatch: (prUrls) => request("POST", "v1/batches", { pr_urls: prUrls }),
   batch: (id) => request("GET", `v1/batches/${enc(id)}`),
-  eventsUrl: (id) => `v1/reviews/${enc(id)}/events`,
+  // The review's progress events, live; see EventStream for the handlers.
+  events: (id, handlers) => new EventStream(`v1/reviews/${enc(id)}/events`, handlers),
 };
-
-// The event kinds the stream names (`event:` lines); EventSource needs a listener per name.
-export const EVENT_KINDS = ["queued", "started", "step", "fetched", "prepared", "analyzed", "planned",
-  "group_done", "published", "requeued", "succeeded", "failed", "cancelled"];
 
 export const STATUS_LABELS = {
   queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed",

@@ -1,9 +1,10 @@
 // One review, live: status, progress and usage while it runs, then the rendered result.
-// Progress events come from the SSE stream (EventSource resumes with Last-Event-ID after a drop);
+// Progress events come from the SSE stream (read with fetch so it carries the API key; it resumes
+// with Last-Event-ID after a drop);
 // usage and counters come from GET /v1/reviews/{id}, fetched on each event and every 2 s.
 
 import {
-  ApiError, EVENT_KINDS, STATUS_LABELS, STEP_LABELS, TERMINAL, VERDICT_LABELS, api, errorSentence,
+  ApiError, STATUS_LABELS, STEP_LABELS, TERMINAL, VERDICT_LABELS, api, errorSentence,
 } from "./api.js";
 import { clear, clock, count, el, link, plural, when } from "./dom.js";
 import { reviewNode } from "./render.js";
@@ -125,19 +126,17 @@ class ReviewView {
   }
 
   connect() {
-    const source = new EventSource(api.eventsUrl(this.id));
-    this.source = source;
-    const onEvent = (message) => this.onEvent(message);
-    for (const kind of EVENT_KINDS) source.addEventListener(kind, onEvent);
-    source.addEventListener("message", onEvent);
-    source.onopen = () => { this.note.hidden = true; };
-    source.onerror = () => {
-      if (this.stopped || this.source !== source) return;
-      if (source.readyState === EventSource.CONNECTING) {
+    this.source = api.events(this.id, {
+      onEvent: (message) => this.onEvent(message),
+      onOpen: () => { this.note.hidden = true; },
+      onInterrupted: () => {
+        if (this.stopped || this.isTerminal()) return;
         this.note.textContent = "Live updates were interrupted; reconnecting…";
         this.note.hidden = false;
-      }
-    };
+      },
+      // 404 and 403 also show through refresh(), which polls the review itself.
+      onFatal: () => {},
+    });
   }
 
   onEvent(message) {

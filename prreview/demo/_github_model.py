@@ -1,19 +1,19 @@
-"""What the fake GitHub holds (pull requests, their files, commits, reviews) and its JSON shapes.
+"""What the local GitHub holds (repositories, pull requests, their files, commits, reviews) and
+its JSON shapes.
 
 Field names follow api.github.com (REST API version 2022-11-28). Renderers take `base`, the
-server's root URL, which is both the API URL and the web URL of the fake.
+server's root URL, which is both the API URL and the web URL of the local GitHub.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
-from prreview.fakes._patch import PatchLine, count_changes, git_blob_sha, parse_patch, unified_patch
+from prreview.demo._patch import PatchLine, count_changes, git_blob_sha, parse_patch, unified_patch
 
 FileStatus = Literal["added", "removed", "modified", "renamed", "copied", "changed", "unchanged"]
 FILE_STATUSES: frozenset[str] = frozenset(
@@ -22,14 +22,6 @@ FILE_STATUSES: frozenset[str] = frozenset(
 MAX_PATCH_CHARS = 400_000
 MAX_LISTED_FILES = 3000  # GET .../pulls/{n}/files lists at most this many
 MAX_LISTED_COMMITS = 250  # GET .../pulls/{n}/commits likewise
-DOCS_URL = "https://docs.github.com/rest"
-
-_ids = itertools.count(1_000_001)
-
-
-def next_id() -> int:
-    """Unique ids for reviews and comments (thread-safe: itertools.count is atomic in CPython)."""
-    return next(_ids)
 
 
 def now_iso() -> str:
@@ -47,10 +39,18 @@ def user_json(base: str, login: str) -> dict[str, Any]:
             "avatar_url": f"{base}/avatars/{login}"}
 
 
-def _as_bytes(content: str | bytes | None) -> bytes | None:
-    if content is None or isinstance(content, bytes):
-        return content
-    return content.encode()
+def to_bytes(content: str | bytes) -> bytes:
+    return content if isinstance(content, bytes) else content.encode()
+
+
+def text_or_bytes(data: bytes | None) -> str | bytes | None:
+    """Text files as str, binary ones as bytes (which FakeFile treats as binary: no patch)."""
+    if data is None or b"\0" in data:
+        return data
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return data
 
 
 @dataclass
@@ -104,8 +104,8 @@ class FileDiff:
 
     @classmethod
     def of(cls, file: FakeFile) -> FileDiff:
-        head = _as_bytes(file.head)
-        blob = head if head is not None else _as_bytes(file.base) or b""
+        content = file.head if file.head is not None else file.base
+        blob = to_bytes(content) if content is not None else b""
         patch: str | None = None
         if not file.binary:
             base_text = file.base if isinstance(file.base, str) else ""
@@ -156,6 +156,8 @@ class FileDiff:
 
 @dataclass
 class PullRequest:
+    """A pull request and its history: one diff per push, commits, and what reviewers posted."""
+
     owner: str
     repo: str
     number: int
@@ -239,11 +241,10 @@ def commit_json(base: str, owner: str, repo: str, sha: str, message: str, author
     }
 
 
-def diff_hunk(patch: str, anchor: PatchLine) -> str:
-    """GitHub's `diff_hunk` of a comment: its hunk's header down to the commented line."""
-    lines = patch.split("\n")
-    return "\n".join(lines[anchor.hunk_start:anchor.position + 1])
+@dataclass
+class RepoState:
+    """One repository: its pull requests, the tree at every commit, and where branches point."""
 
-
-REVIEW_STATES = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED",
-                 None: "PENDING", "": "PENDING"}
+    prs: dict[int, PullRequest] = field(default_factory=dict)
+    snapshots: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit sha -> path -> bytes
+    refs: dict[str, str] = field(default_factory=dict)  # branch -> sha

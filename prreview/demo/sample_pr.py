@@ -2,7 +2,8 @@
 
 Each file is written as a diff-like spec: lines starting with two spaces (or empty) are in both
 versions, `+ ` only at the head, `- ` only at the base. The defects a reviewer should catch are located
-by content, so `SAMPLE_PR_DEFECTS` stays right when the text is edited.
+by content, so `SAMPLE_PR_DEFECTS` stays right when the text is edited; the tests check reviews
+against it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from prreview.fakes._github_model import FakeFile
-from prreview.fakes.github import FakeGitHub
+from prreview.demo._github_model import FakeFile
+from prreview.demo.github import DemoGitHub
 
 __all__ = ["SAMPLE_PR_DEFECTS", "SAMPLE_PR_DEFECT_LINES", "SAMPLE_PR_FILES", "SAMPLE_PR_NUMBER",
            "SAMPLE_PR_OWNER", "SAMPLE_PR_REPO", "PlantedDefect", "install_sample_pr"]
@@ -246,7 +247,7 @@ for _defect in SAMPLE_PR_DEFECTS:
     SAMPLE_PR_DEFECT_LINES.setdefault(_defect.path, []).append(_defect.line)
 
 
-def install_sample_pr(gh: FakeGitHub) -> str:
+def install_sample_pr(gh: DemoGitHub) -> str:
     """Store acme/payments#42 in `gh` (started) and return its web URL."""
     gh.add_pr(SAMPLE_PR_OWNER, SAMPLE_PR_REPO, SAMPLE_PR_NUMBER, SAMPLE_PR_FILES, title=SAMPLE_PR_TITLE,
               body=SAMPLE_PR_BODY, commits=SAMPLE_PR_COMMITS, author="jdoe-acme",

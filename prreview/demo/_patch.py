@@ -1,4 +1,4 @@
-"""GitHub's `patch` field, computed from two file versions, and the lines a comment may sit on."""
+"""GitHub's `patch` field, computed from two file versions, and the numbered lines of a patch."""
 
 from __future__ import annotations
 
@@ -112,13 +112,3 @@ def count_changes(patch: str) -> tuple[int, int]:
         additions += line.kind == "+"
         deletions += line.kind == "-"
     return additions, deletions
-
-
-def find_line(lines: list[PatchLine], line: int, side: str) -> PatchLine | None:
-    """The patch line a review comment at (line, side) anchors to, or None when GitHub says
-    "Line could not be resolved": RIGHT takes added and context lines, LEFT removed and context."""
-    for candidate in lines:
-        number = candidate.new_line if side == "RIGHT" else candidate.old_line
-        if number == line:
-            return candidate
-    return None

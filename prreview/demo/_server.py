@@ -1,8 +1,7 @@
-"""Run an ASGI app with uvicorn on a loopback port, in a background thread or in the foreground."""
+"""Run an ASGI app with uvicorn on a loopback port, in a background thread."""
 
 from __future__ import annotations
 
-import signal
 import socket
 import threading
 import time
@@ -36,7 +35,7 @@ class BackgroundServer(Startable):
     """An ASGI app served by uvicorn in a daemon thread.
 
     The socket is bound in `start()` (port 0 picks a free port), so `url` is known before the
-    first request and two fakes never race for a port. Nothing happens in the constructor.
+    first request and two servers never race for a port. Nothing happens in the constructor.
     """
 
     def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0,
@@ -76,7 +75,7 @@ class BackgroundServer(Startable):
                                 timeout_graceful_shutdown=self._graceful_shutdown_s)
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                                  name=f"fake-server-{self._bound_port}", daemon=True)
+                                  name=f"local-server-{self._bound_port}", daemon=True)
         self._socket, self._server, self._thread = sock, server, thread
         thread.start()
         deadline = time.monotonic() + timeout_s
@@ -99,21 +98,3 @@ class BackgroundServer(Startable):
             sock.close()
         self._server, self._thread, self._socket = None, None, None
         # `port`/`url` keep answering after stop, for messages and for a restart on the same port.
-
-
-
-def wait_for_signal(server: BackgroundServer) -> None:
-    """Foreground mode for `python -m ...`: block until SIGINT/SIGTERM (or the server dies)."""
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(0.5):
-            if not server.running:
-                raise SystemExit("the server stopped unexpectedly")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
