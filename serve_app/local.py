@@ -40,8 +40,8 @@ HAPROXY_SWITCH = "RAY_SERVE_ENABLE_HA_PROXY"
 
 
 # Ingress replicas listen on ports from a range per instance (Serve's default, 30000-31000, is
-# one per machine: a second instance's HAProxy would reach the first one's replicas). Below the
-# kernel's ephemeral ports, where `free_port` picks the others.
+# one per machine: a second instance's HAProxy would reach the first one's replicas). Below
+# `free_port`'s range, which is below the kernel's ephemeral ports.
 _REPLICA_PORT_SLOTS, _REPLICA_PORTS_PER_SLOT = 400, 25
 
 
@@ -78,11 +78,35 @@ def serve_env_while_ray_starts(run_dir: Path) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+# Where `free_port` picks: above the replicas' ports, below the kernel's ephemeral ones.
+_FREE_PORTS_FROM = 20_000 + _REPLICA_PORT_SLOTS * _REPLICA_PORTS_PER_SLOT + 1
+
+
 def free_port() -> int:
-    """A TCP port free on loopback right now (tests and benchmarks run stacks side by side)."""
-    with socket.socket() as sock:
+    """A TCP port free on every address right now (tests and benchmarks run stacks side by side).
+    Not one the kernel would hand out itself: every outgoing connection (Ray's hundreds, the
+    database pools') takes an ephemeral port, and one of them taking ours before its server binds
+    it made HAProxy or a replica fail to start now and then."""
+    span = _ephemeral_ports()[0] - _FREE_PORTS_FROM
+    for _ in range(200 if span >= 100 else 0):
+        port = _FREE_PORTS_FROM + secrets.randbelow(span)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # an unusual port range: the kernel's pick it is
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default
 
 
 @dataclass

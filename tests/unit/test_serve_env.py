@@ -46,3 +46,14 @@ def test_an_operators_own_setting_wins(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv(local.HAPROXY_SWITCH, "0")  # turned off: nothing of it is set
     with local.serve_env_while_ray_starts(tmp_path):
         assert "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC" not in os.environ
+
+
+def test_free_ports_are_never_ones_the_kernel_hands_to_outgoing_connections(tmp_path: Path) -> None:
+    ephemeral_from, ephemeral_to = local._ephemeral_ports()
+    highest_replica_port = max(int(local.serve_env(tmp_path / str(n))["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
+                               for n in range(200))
+    picked = [local.free_port() for _ in range(50)]
+    assert all(not ephemeral_from <= port <= ephemeral_to for port in picked), picked
+    # Above every instance's replica HTTP ports, so an instance never takes another's.
+    assert min(picked) > highest_replica_port
+    assert len(set(picked)) > 40  # spread out: stacks side by side rarely pick the same one
