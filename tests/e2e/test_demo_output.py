@@ -37,9 +37,10 @@ def home() -> Iterator[Path]:
 
 
 def demo_env(home: Path) -> dict[str, str]:
-    # Free ports instead of 8000/8265, so that another stack on this machine cannot collide.
+    # Free ports instead of 8000/8265, so that another stack on this machine cannot collide. A
+    # shell whose RAY_ADDRESS names another cluster (here one that is not there): the demo runs its own.
     return user_env(PR_REVIEW_HOME=str(home), PR_REVIEW_HTTP_PORT=str(free_port()),
-                    PR_REVIEW_DASHBOARD_PORT=str(free_port()), COLUMNS="100")
+                    PR_REVIEW_DASHBOARD_PORT=str(free_port()), COLUMNS="100", RAY_ADDRESS="127.0.0.1:9")
 
 
 def assert_only_the_clis_lines(stdout: str, stderr: str) -> None:
