@@ -101,11 +101,13 @@ class Lifecycle:
 
     async def submit_batch(self, items: list[tuple[str, NewJob | PRReviewError]], options: dict[str, Any], *,
                            submitted_by: str, max_queued: int, queue_full: PRReviewError,
+                           quota: Quota | None = None, quota_exceeded: PRReviewError | None = None,
                            reuse: dict[str, str] | None = None) -> tuple[str, list[BatchEntry]]:
         """A batch of (URL, parsed job or the error that refused it) in one statement; `reuse`
-        maps a job key to a succeeded review still current for it (answered instead of a new one)."""
+        maps a job key to a succeeded review still current for it (answered instead of a new one).
+        New jobs beyond the submitter's `quota` get `quota_exceeded`, beyond the queue `queue_full`."""
         batch_id = uuid.uuid4()
-        reuse = reuse or {}
+        reuse, quota = reuse or {}, quota or Quota()
         rows = [{"position": i, "url": url, "pr_url": url, "id": str(uuid.uuid4()),
                  **({"error": parsed.to_dict()} if isinstance(parsed, PRReviewError)
                     else {"repo": parsed.repo, "number": parsed.number, "pr_url": parsed.pr_url,
@@ -113,7 +115,9 @@ class Lifecycle:
                 for i, (url, parsed) in enumerate(items)]
         result = await self.sql.all("submit_batch", batch_id=batch_id, items=Jsonb(rows), options=Jsonb(options),
                                     options_hash=options_hash(options), max_queued=max_queued,
-                                    submitted_by=submitted_by, queue_full=Jsonb(queue_full.to_dict()))
+                                    submitted_by=submitted_by, queue_full=Jsonb(queue_full.to_dict()),
+                                    max_active=quota.max_active, max_per_hour=quota.max_per_hour,
+                                    quota_exceeded=Jsonb((quota_exceeded or queue_full).to_dict()))
         entries = [BatchEntry(r["position"], r["url"], str(r["job_id"]) if r["job_id"] else None,
                               r["status"], r["error"], r["created"]) for r in result]
         metrics.review_submitted(sum(e.created for e in entries))

@@ -30,11 +30,11 @@ from serve_app.markdown import review_markdown
 
 MAX_URL_CHARS = 2000
 CHUNK_URLS = 200  # URLs per POST, which keeps each body well under the API's 64 KiB limit
-RESUBMIT_AFTER_S = 5.0  # a PR refused because the queue was full is offered again this often
+RESUBMIT_AFTER_S = 5.0  # a PR refused for now (queue full, key at its quota) is offered again this often
 MAX_POLL_FAILURES_S = 60.0  # the API may restart; give up after this long without an answer
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 SEVERITIES = ("critical", "major", "minor", "nit")
-RETRYABLE_ITEM_ERRORS = frozenset({"queue_full"})
+RETRYABLE_ITEM_ERRORS = frozenset({"queue_full", "quota_exceeded"})  # offered again until there is room
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})  # POST /v1/batches is sent again after these
 STYLES = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "invalid": "magenta",
           "running": "cyan", "queued": "dim"}
@@ -58,7 +58,7 @@ class Entry:
     review_id: str | None = None
     job: dict[str, Any] | None = None  # the latest review resource
     error: dict[str, str] | None = None  # why the line was refused (status "invalid")
-    retry: bool = False  # refused for now (queue full): offered again later
+    retry: bool = False  # refused for now (queue full, quota): offered again later
 
     @property
     def status(self) -> str:

@@ -97,8 +97,8 @@ class Submissions:
                            principal: Principal) -> tuple[str, list[BatchEntry]]:
         """Many PRs in one statement: an active review of the same PR is reused, and so is a
         succeeded one at the PR's current head (as for one submit: running the same batch again
-        starts nothing); a malformed or foreign URL gets its error, and URLs beyond the queue's
-        room get `queue_full`."""
+        starts nothing); a malformed or foreign URL gets its error, URLs beyond the caller's
+        quotas `quota_exceeded`, and URLs beyond the queue's room `queue_full`."""
         items: list[tuple[str, NewJob | PRReviewError]] = []
         for url in pr_urls:
             try:
@@ -109,6 +109,7 @@ class Submissions:
         return await self.lifecycle.submit_batch(items, options.model_dump(mode="json"), queue_full=self._queue_full(),
                                                  submitted_by=principal.submitter,
                                                  max_queued=self.settings.max_queued_jobs,
+                                                 quota=principal.quota, quota_exceeded=_over_quota(principal),
                                                  reuse=await self._still_current(jobs))
 
     async def _still_current(self, jobs: dict[str, NewJob]) -> dict[str, str]:
@@ -135,6 +136,16 @@ class Submissions:
         except (PRReviewError, TimeoutError) as exc:
             log.info("head lookup for %s#%s failed: %s", job.repo, job.number, exc)
             return None
+
+
+def _over_quota(principal: Principal) -> QuotaExceeded:
+    """The error of a batch's URL refused for the caller's quotas (one statement judges them all,
+    so the message names both)."""
+    quota = principal.quota
+    limits = [f"{quota.max_active} queued or running" if quota.max_active is not None else "",
+              f"{quota.max_per_hour} submitted per hour" if quota.max_per_hour is not None else ""]
+    return QuotaExceeded(f"The key {principal.name!r} is at its limit of reviews "
+                         f"({' and '.join(filter(None, limits))}); this PR was not queued.")
 
 
 def batch_item(entry: BatchEntry) -> dict[str, Any]:

@@ -43,11 +43,10 @@ def secure_stack(stacks: Any) -> Any:
     return stack
 
 
-def pr_review_cli(stack: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    """`pr-review ARGS` as an operator runs it beside the service (same DATABASE_URL)."""
-    env = {**os.environ, **stack.env}
-    return subprocess.run([sys.executable, "-m", "serve_app.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+def pr_review_cli(stack: Any, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`pr-review ARGS` as an operator runs it beside the service (same DATABASE_URL), with `env` added."""
+    return subprocess.run([sys.executable, "-m", "serve_app.cli", *args], env={**os.environ, **stack.env, **env},
+                          capture_output=True, text=True, timeout=120)
 
 
 def make_key(stack: Any, name: str, *options: str) -> str:

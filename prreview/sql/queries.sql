@@ -29,8 +29,9 @@ FROM jobs WHERE submitted_by = %(submitted_by)s AND created_at > now() - interva
 -- name: submit_batch
 -- A batch in one statement: the batch, a job per accepted URL (an active job of the same key is
 -- reused, and so is `reuse`: a succeeded review the caller found still current; a PR listed twice
--- gets one job), one item per URL in order (a refused URL keeps its error), and the queue bound:
--- URLs beyond the room left in the queue get `queue_full`.
+-- gets one job), one item per URL in order (a refused URL keeps its error), and the bounds: URLs
+-- beyond the submitter's quotas (as for one submit) get `quota_exceeded`, URLs beyond the room
+-- left in the queue `queue_full`.
 WITH batch AS (
     INSERT INTO batches (id, options, submitted_by) VALUES (%(batch_id)s, %(options)s, %(submitted_by)s) RETURNING id
 ), item AS (
@@ -46,9 +47,20 @@ WITH batch AS (
     WHERE i.error IS NULL AND NOT EXISTS (SELECT 1 FROM active a WHERE a.job_key = i.key)
       AND NOT EXISTS (SELECT 1 FROM reused r WHERE r.id = i.reuse)
     ORDER BY i.key, i.position
+), quota_left AS (  -- NULL: no quota (least() skips NULLs)
+    SELECT least(%(max_active)s::int - (SELECT count(*) FROM jobs WHERE submitted_by = %(submitted_by)s
+                                        AND status IN ('queued', 'running')),
+                 %(max_per_hour)s::int - (SELECT count(*) FROM jobs WHERE submitted_by = %(submitted_by)s
+                                          AND created_at > now() - interval '1 hour')) AS n
+), room AS (
+    SELECT greatest(%(max_queued)s - (SELECT count(*) FROM jobs WHERE status = 'queued'), 0) AS queue,
+           CASE WHEN n IS NOT NULL THEN greatest(n, 0) END AS quota
+    FROM quota_left
+), ranked AS (
+    SELECT f.*, row_number() OVER (ORDER BY f.position) AS rank FROM fresh f
 ), admitted AS (
-    SELECT * FROM fresh ORDER BY position
-    LIMIT greatest(%(max_queued)s - (SELECT count(*) FROM jobs WHERE status = 'queued'), 0)
+    SELECT r.* FROM ranked r, room
+    WHERE r.rank <= least(room.queue, room.quota)
 ), created AS (
     INSERT INTO jobs (id, pr_url, repo, number, options, options_hash, job_key, submitted_by)
     SELECT id, pr_url, repo, number, %(options)s, %(options_hash)s, key, %(submitted_by)s FROM admitted
@@ -58,11 +70,14 @@ WITH batch AS (
     SELECT i.position, i.url, coalesce(c.id, a.id, r.id) AS job_id, coalesce(c.status, a.status, r.status) AS status,
            c.id IS NOT NULL AND c.id = i.id AS created,
            CASE WHEN i.error IS NOT NULL THEN i.error
+                WHEN coalesce(c.id, a.id, r.id) IS NULL AND f.rank > (SELECT quota FROM room)
+                    THEN %(quota_exceeded)s::jsonb
                 WHEN coalesce(c.id, a.id, r.id) IS NULL THEN %(queue_full)s::jsonb END AS error
     FROM item i
     LEFT JOIN created c ON c.job_key = i.key
     LEFT JOIN active a ON a.job_key = i.key
     LEFT JOIN reused r ON r.id = i.reuse AND c.id IS NULL AND a.id IS NULL
+    LEFT JOIN ranked f ON f.key = i.key
 ), items AS (
     INSERT INTO batch_items (batch_id, position, pr_url, job_id, error)
     SELECT (SELECT id FROM batch), position, url, job_id, error FROM resolved

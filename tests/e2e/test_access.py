@@ -3,6 +3,7 @@ reviews, JSON bodies only, the page refuses foreign hosts. Checked from outside,
 
 from __future__ import annotations
 
+import json
 import stat
 import uuid
 
@@ -116,6 +117,30 @@ def test_quotas_answer_429_with_retry_after(secure) -> None:
                 client.delete(f"/v1/reviews/{job_id}")
     finally:
         secure.llm.latency_s = 0.0
+
+
+def test_a_batch_keeps_to_the_keys_quota_and_the_cli_still_finishes_it(secure, tmp_path) -> None:
+    key = make_key(secure, f"batcher-{uuid.uuid4().hex[:6]}", "--max-active", "1")
+    urls = [add_pr(secure.github) for _ in range(3)]
+    secure.llm.latency_s = 2.0
+    try:
+        with as_key(secure, key) as client:
+            answer = client.post("/v1/batches", json={"pr_urls": urls})
+            assert answer.status_code == 202, answer.text
+            items = answer.json()["reviews"]
+            assert "id" in items[0] and [i["error"]["code"] for i in items[1:]] == ["quota_exceeded"] * 2
+    finally:
+        secure.llm.latency_s = 0.0
+    # `pr-review batch` offers the refused PRs again until the key has room, and ends with all three.
+    (tmp_path / "prs.txt").write_text("\n".join(urls))
+    ran = pr_review_cli(secure, "batch", str(tmp_path / "prs.txt"), "--out", str(tmp_path / "out"), "--poll-s",
+                        "0.3", PR_REVIEW_API_KEY=key, PR_REVIEW_API_URL=secure.api_url)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["totals"]["counts"] == {"succeeded": 3}
+    with as_key(secure, key) as client:
+        mine = client.get("/v1/reviews", params={"limit": 10}).json()["items"]
+    assert sorted(r["pr_url"] for r in mine) == sorted(urls)  # one review each: nothing ran twice
 
 
 def test_a_revoked_key_stops_working_at_once(secure) -> None:

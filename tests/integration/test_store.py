@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 import pytest
 
+from prreview.access import QuotaExceeded
 from prreview.db import open_pool
 from prreview.errors import InvalidPRURL, LLMTimeout, QueueFull
-from prreview.lifecycle import Lifecycle
+from prreview.lifecycle import Lifecycle, Quota
 from prreview.models import Status
 from prreview.store import JobStore, NewJob
 
@@ -279,6 +280,30 @@ async def test_a_batch_is_one_statement_that_reuses_active_jobs_and_keeps_errors
     assert entries[5].job_id is None and entries[5].error == {"code": "queue_full", "message": "full"}
     stored = await db.store.batch_items(batch_id)
     assert [r["item_url"] for r in stored] == ["u1", "u2", "bad", "u2-again", "u3", "u4"]
+
+
+async def test_a_batch_admits_no_more_than_the_submitters_quotas(db: DB) -> None:
+    def mine(number: int) -> NewJob:
+        return replace(job(number), submitted_by="key:small")
+
+    assert await db.lifecycle.submit(mine(1), max_queued=10) is not None  # one already queued
+    over, full = QuotaExceeded("at its limit"), QueueFull("full")
+    items: list[tuple[str, NewJob | InvalidPRURL]] = [(f"u{n}", mine(n)) for n in (1, 2, 3, 4)]
+    _, entries = await db.lifecycle.submit_batch(items, {}, submitted_by="key:small", max_queued=10,
+                                                 queue_full=full, quota=Quota(max_active=3), quota_exceeded=over)
+    assert [e.created for e in entries] == [False, True, True, False]  # #1 is the active job, reused
+    assert entries[0].job_id is not None and entries[3].error == over.to_dict()
+    # The hourly quota counts every job made in the last hour, and the tighter bound wins.
+    _, entries = await db.lifecycle.submit_batch([("u5", mine(5)), ("u6", mine(6))], {}, submitted_by="key:small",
+                                                 max_queued=10, queue_full=full, quota=Quota(max_per_hour=4),
+                                                 quota_exceeded=over)
+    assert [e.error for e in entries] == [None, over.to_dict()]
+    _, entries = await db.lifecycle.submit_batch([("u7", mine(7))], {}, submitted_by="key:small", max_queued=4,
+                                                 queue_full=full, quota=Quota(max_active=50), quota_exceeded=over)
+    assert [e.error for e in entries] == [full.to_dict()]  # the queue is the bound left
+    _, entries = await db.lifecycle.submit_batch([("u7", job(7))], {}, submitted_by="local", max_queued=10,
+                                                 queue_full=full)
+    assert entries[0].created  # another submitter's quota is its own
 
 
 async def test_a_batch_answers_a_succeeded_review_it_is_told_is_current(db: DB) -> None:
