@@ -213,6 +213,7 @@ def build_tiny_model(directory: Path, *, vocab_size: int = 1024, seed: int = TIN
     import torch
     from tokenizers import ByteLevelBPETokenizer
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers.utils import logging as transformers_logging
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator([_tokenizer_corpus()], vocab_size=vocab_size, min_frequency=2,
@@ -232,5 +233,11 @@ def build_tiny_model(directory: Path, *, vocab_size: int = 1024, seed: int = TIN
     model = model.to(torch.bfloat16)  # type: ignore[arg-type]  # transformers wraps .to; mypy misreads it
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(directory)
-    model.save_pretrained(directory, safe_serialization=True)
+    bar_was_on = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # "Writing model shards" on the demo's terminal is noise
+    try:
+        model.save_pretrained(directory, safe_serialization=True)
+    finally:
+        if bar_was_on:
+            transformers_logging.enable_progress_bar()
     return directory.resolve()

@@ -1,6 +1,7 @@
 """`pr-review demo` as a new user runs it: a fresh PR_REVIEW_HOME, the embedded database, the
-scripted model. The terminal shows progress and the review, and nothing else: no library log
-lines (JSON or plain), no `--- Logging error ---`, no traceback; Ctrl-C ends it with one line."""
+real vLLM engine (the scripted model where only Ctrl-C is tested). The terminal shows progress and
+the review, and nothing else: no library log lines (JSON or plain), no `--- Logging error ---`, no
+traceback, no progress bar of a library; Ctrl-C ends it with one line."""
 
 from __future__ import annotations
 
@@ -55,18 +56,22 @@ def assert_only_the_clis_lines(stdout: str, stderr: str) -> None:
         for marker in ("Logging error", "Traceback", "(raylet)"):
             assert marker not in text, f"{marker!r} on {name}:\n{text[-3000:]}"
         assert not re.search(r"\b\w*Warning: ", text), f"a Python warning on {name}:\n{text[-3000:]}"
+        assert not re.search(r"\d+%\|", text), f"a library's progress bar on {name}:\n{text[-3000:]}"
 
 
 def test_demo_prints_progress_and_the_review_only(home: Path) -> None:
+    """Exactly what `make demo` runs, offline: the tiny model built on the spot, served by vLLM."""
     started = time.monotonic()
-    done = subprocess.run([str(PR_REVIEW), "demo", "--llm", "scripted", "--exit"], env=demo_env(home),
+    done = subprocess.run([str(PR_REVIEW), "demo"], env={**demo_env(home), "HF_HUB_OFFLINE": "1"},
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
     out, err = done.stdout, done.stderr
     assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
     assert_only_the_clis_lines(out, err)
     assert err.strip() == "", err
 
-    # Progress, then the review's Markdown as rich renders it.
+    # What runs, said once; progress; then the review's Markdown as rich renders it.
+    banner = " ".join(out.replace("│", " ").split())  # the panel's text, unwrapped
+    assert "runs a tiny TEST model" in banner and "Served by vLLM on the CPU through Ray Serve LLM" in banner
     assert "starting: embedded PostgreSQL, Ray, the Serve apps" in out
     assert re.search(r"^\d\d:\d\d:\d\d queued$", out, re.M)
     assert re.search(r"^\d\d:\d\d:\d\d succeeded$", out, re.M)

@@ -145,6 +145,13 @@ def test_tiny_model_is_a_loadable_llama_with_a_chat_template(tiny_model: Path) -
     assert build_tiny_model(tiny_model) == tiny_model and weights.stat().st_mtime_ns == mtime
 
 
+def test_building_the_tiny_model_prints_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # The offline `pr-review demo` builds it: its terminal shows the CLI's lines only.
+    build_tiny_model(tmp_path / "tiny")
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+
+
 def test_token_counts_come_from_the_models_tokenizer(tiny_model: Path) -> None:
     from transformers import AutoTokenizer
 
