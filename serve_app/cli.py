@@ -25,7 +25,7 @@ from serve_app.cli_batch import register as register_batch
 from serve_app.cli_batch import show_cluster
 from serve_app.cli_db import register as register_db
 from serve_app.cli_keys import register as register_keys
-from serve_app.client import APIError, Client, auth_hint
+from serve_app.client import APIError, Client, auth_hint, unreachable
 from serve_app.events_text import event_line
 from serve_app.markdown import review_markdown
 from serve_app.terminal import error_text, printable
@@ -89,7 +89,7 @@ def api_session(verbose: bool) -> Iterator[Client]:
     except APIError as exc:
         fail(api_failure(exc, settings))
     except httpx.HTTPError as exc:
-        fail(f"cannot reach the pr-review API at {settings.api_url}: {exc or type(exc).__name__}")
+        fail(unreachable(exc, settings))
     except KeyboardInterrupt:
         fail("interrupted; what was submitted goes on in the service", EXIT_INTERRUPTED)
 

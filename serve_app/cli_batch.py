@@ -16,7 +16,7 @@ from rich.table import Table
 from prreview.config import load_settings
 from serve_app import cli_logging
 from serve_app.batch import STATUSES, STYLES, BatchError, EmptyBatch, run_batch
-from serve_app.client import APIError, Client, auth_hint
+from serve_app.client import APIError, Client, auth_hint, unreachable
 from serve_app.terminal import error_text, printable
 
 console = Console()
@@ -67,7 +67,7 @@ def batch(
                 _fail(f"{cause.message} {auth_hint(cause.status, settings)} (API: {settings.api_url})", 1)
             _fail(f"{exc.message if isinstance(exc, APIError) else exc} (API: {settings.api_url})", 1)
         except httpx.HTTPError as exc:
-            _fail(f"cannot reach the pr-review API at {settings.api_url}: {exc or type(exc).__name__}", 1)
+            _fail(unreachable(exc, settings), 1)
         except KeyboardInterrupt:
             _fail("interrupted; the reviews go on in the service: run the same command again to resume",
                   EXIT_INTERRUPTED)

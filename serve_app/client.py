@@ -36,6 +36,12 @@ def api_key_source(settings: Settings) -> str | None:
     return str(local_key_path(settings)) if client_api_key(settings) else None
 
 
+def unreachable(exc: Exception, settings: Settings) -> str:
+    """The one line for an API that does not answer, with where to look."""
+    return (f"cannot reach the pr-review API at {settings.api_url}: {exc or type(exc).__name__} (is `pr-review "
+            f"serve` running? PR_REVIEW_API_URL says where the API is)")
+
+
 def auth_hint(status: int, settings: Settings) -> str:
     """What to do about a 401 or 403, in one sentence that names where the key came from."""
     source = api_key_source(settings)

@@ -205,7 +205,8 @@ def test_an_unreachable_api_is_one_line(run: Any) -> None:
     result = run("status", "r-1")
     assert result.exit_code == 1
     assert result.stderr.strip() == ("error: cannot reach the pr-review API at http://127.0.0.1:8000: "
-                                     "Connection refused")
+                                     "Connection refused (is `pr-review serve` running? PR_REVIEW_API_URL "
+                                     "says where the API is)")
 
 
 def test_ctrl_c_while_watching_is_one_line(run: Any) -> None:
