@@ -43,8 +43,8 @@ async def retention(lifecycle: Lifecycle, checkpointer: BaseCheckpointSaver, *, 
     """Delete what no one needs any more: the LangGraph threads of finished jobs (their worker
     normally deletes them; these are left over from a crash or an outage), and jobs, events,
     batches and PR snapshots past the retention period."""
-    for job_id in await lifecycle.finished_with_checkpoints(retention_days=retention_days):
-        await checkpointer.adelete_thread(job_id)
+    for thread_id in await lifecycle.leftover_threads():
+        await checkpointer.adelete_thread(thread_id)
     purged = await lifecycle.purge(retention_days=retention_days)
     if purged.jobs or purged.batches or purged.snapshots:
         log.info("retention: %s", purged)

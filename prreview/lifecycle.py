@@ -207,9 +207,10 @@ class Lifecycle:
         assert row is not None
         return Purged(int(row["jobs"]), int(row["batches"]), int(row["snapshots"]))
 
-    async def finished_with_checkpoints(self, *, retention_days: float, limit: int = 100) -> list[str]:
-        rows = await self.sql.all("finished_with_checkpoints", days=retention_days, limit=limit)
-        return [str(r["id"]) for r in rows]
+    async def leftover_threads(self, *, limit: int = 100) -> list[str]:
+        """LangGraph threads of finished or deleted jobs (their worker died before deleting them)."""
+        rows = await self.sql.all("leftover_threads", limit=limit)
+        return [str(r["thread_id"]) for r in rows]
 
     # --- the one place that records a transition's metric ------------------------------------------------
     @staticmethod

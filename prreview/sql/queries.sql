@@ -244,11 +244,18 @@ WITH old_jobs AS (
 SELECT (SELECT count(*) FROM old_jobs) AS jobs, (SELECT count(*) FROM old_batches) AS batches,
        (SELECT count(*) FROM old_snapshots) AS snapshots;
 
--- name: finished_with_checkpoints
--- Finished jobs whose LangGraph thread is still stored (their worker died before deleting it).
-SELECT j.id FROM jobs j
-WHERE j.finished_at IS NOT NULL AND j.finished_at > now() - (%(days)s * interval '1 day')
-  AND EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = j.id::text)
+-- name: leftover_threads
+-- LangGraph threads no running review needs: its job finished (the worker died before deleting
+-- the thread) or is gone. Read from the threads, which are few, not from every job; a thread id
+-- is a job id (CASE keeps the cast from seeing anything else).
+SELECT t.thread_id FROM (
+    SELECT thread_id,
+           CASE WHEN thread_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                THEN thread_id::uuid END AS job_id
+    FROM (SELECT DISTINCT thread_id FROM checkpoints) threads
+) t
+LEFT JOIN jobs j ON j.id = t.job_id
+WHERE t.job_id IS NOT NULL AND (j.id IS NULL OR j.finished_at IS NOT NULL)
 LIMIT %(limit)s;
 
 -- === Reads ========================================================================================

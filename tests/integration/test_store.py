@@ -4,12 +4,16 @@ recovery, one event per transition, the LLM gate's cancel check, retention."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 import psycopg
 import pytest
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
+from actors.reconciler import retention
 from prreview.access import QuotaExceeded
 from prreview.db import open_pool
 from prreview.errors import InvalidPRURL, LLMTimeout, QueueFull
@@ -317,6 +321,19 @@ async def test_a_batch_answers_a_succeeded_review_it_is_told_is_current(db: DB) 
     _, again = await db.lifecycle.submit_batch([("u1", job(1))], {}, submitted_by="local", max_queued=10,
                                                queue_full=QueueFull("full"))
     assert again[0].created and again[0].job_id != done  # not current (the caller did not say so): reviewed anew
+
+
+async def test_retention_deletes_the_threads_left_over_by_finished_and_deleted_jobs(db: DB) -> None:
+    saver = AsyncPostgresSaver(conn=db.store.pool)  # type: ignore[arg-type]
+    finished, running, gone = await started(db, 1), await started(db, 2), str(uuid.uuid4())
+    for thread in (finished, running, gone, "not-a-job"):
+        await saver.aput({"configurable": {"thread_id": thread, "checkpoint_ns": ""}}, empty_checkpoint(), {}, {})
+    await db.lifecycle.finish(finished, owner="a", review={"summary": "s", "verdict": "approve", "findings": []})
+    await retention(db.lifecycle, saver, retention_days=30)
+    async with db.store.pool.connection() as conn:
+        rows = await (await conn.execute("SELECT DISTINCT thread_id FROM checkpoints")).fetchall()
+    left = {r["thread_id"] for r in rows}
+    assert left == {running, "not-a-job"}  # a running review keeps its steps; a foreign thread is not ours
 
 
 async def test_retention_removes_old_finished_jobs_with_their_events_and_batches(db: DB) -> None:
