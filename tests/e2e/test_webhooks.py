@@ -74,6 +74,20 @@ def test_a_malformed_delivery_is_a_400_and_records_nothing(secure) -> None:
     wait_terminal(secure.ops, accepted.json()["reviews"][0]["id"])
 
 
+def test_deliveries_up_to_25_mb_are_taken_and_larger_ones_refused(secure) -> None:
+    owner, repo, number = pr_of(add_pr(secure.github))
+    payload = secure.github.pull_request_event(owner, repo, number, "opened")
+    payload["pull_request"]["body"] = "A long description. " * 250_000  # 5 MB: far above the API's 64 KiB
+    taken = deliver(secure, "pull_request", payload)
+    assert taken.status_code == 202, taken.text
+    before = reviews_started(secure)
+    payload["pull_request"]["body"] = "x" * (26 * 1024 * 1024)
+    refused = deliver(secure, "pull_request", payload)
+    assert refused.status_code == 413 and refused.json()["error"]["code"] == "payload_too_large"
+    assert reviews_started(secure) == before
+    assert wait_terminal(secure.ops, taken.json()["reviews"][0]["id"])["status"] == "succeeded"
+
+
 def test_an_opened_pr_gets_one_published_review_and_a_redelivery_starts_nothing(secure) -> None:
     owner, repo, number = pr_of(add_pr(secure.github, files=2))
     payload = secure.github.pull_request_event(owner, repo, number, "opened")
