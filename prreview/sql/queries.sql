@@ -11,10 +11,7 @@ INSERT INTO jobs (id, pr_url, repo, number, options, options_hash, job_key, subm
 SELECT %(id)s, %(pr_url)s, %(repo)s, %(number)s, %(options)s, %(options_hash)s, %(key)s, %(submitted_by)s,
        %(head_sha)s, %(installation_id)s
 WHERE (SELECT count(*) FROM jobs WHERE status = 'queued') < %(max_queued)s
-  AND (%(max_active)s::int IS NULL OR (SELECT count(*) FROM jobs WHERE submitted_by = %(submitted_by)s
-                                       AND status IN ('queued', 'running')) < %(max_active)s)
-  AND (%(max_per_hour)s::int IS NULL OR (SELECT count(*) FROM jobs WHERE submitted_by = %(submitted_by)s
-                                         AND created_at > now() - interval '1 hour') < %(max_per_hour)s)
+  AND coalesce(pr_review_quota_left(%(submitted_by)s, %(max_active)s::int, %(max_per_hour)s::int) > 0, true)
 ON CONFLICT (job_key) WHERE status IN ('queued', 'running') DO NOTHING
 RETURNING *;
 
@@ -47,15 +44,9 @@ WITH batch AS (
     WHERE i.error IS NULL AND NOT EXISTS (SELECT 1 FROM active a WHERE a.job_key = i.key)
       AND NOT EXISTS (SELECT 1 FROM reused r WHERE r.id = i.reuse)
     ORDER BY i.key, i.position
-), quota_left AS (  -- NULL: no quota (least() skips NULLs)
-    SELECT least(%(max_active)s::int - (SELECT count(*) FROM jobs WHERE submitted_by = %(submitted_by)s
-                                        AND status IN ('queued', 'running')),
-                 %(max_per_hour)s::int - (SELECT count(*) FROM jobs WHERE submitted_by = %(submitted_by)s
-                                          AND created_at > now() - interval '1 hour')) AS n
-), room AS (
-    SELECT greatest(%(max_queued)s - (SELECT count(*) FROM jobs WHERE status = 'queued'), 0) AS queue,
-           CASE WHEN n IS NOT NULL THEN greatest(n, 0) END AS quota
-    FROM quota_left
+), room AS (  -- quota NULL: the submitter has none (least() skips NULLs)
+    SELECT %(max_queued)s - (SELECT count(*) FROM jobs WHERE status = 'queued') AS queue,
+           pr_review_quota_left(%(submitted_by)s, %(max_active)s::int, %(max_per_hour)s::int) AS quota
 ), ranked AS (
     SELECT f.*, row_number() OVER (ORDER BY f.position) AS rank FROM fresh f
 ), admitted AS (
