@@ -1,6 +1,7 @@
 """A TCP proxy a test can cut: what a database failover looks like from the clients' side.
 
-`TcpProxy(target_host, target_port)` forwards every connection made to its port. `cut()` closes
+`TcpProxy(target_host, target_port)` forwards every connection made to its port (a `target_host`
+that is a directory means PostgreSQL's Unix socket in it, as libpq reads such a host). `cut()` closes
 every open connection (with a reset, as a vanished server's would be) and stops listening, so new
 connections are refused; `restore()` listens again on the same port. Threads, no event loop: the
 test calls it from its own thread while Ray processes talk through it.
@@ -108,8 +109,7 @@ class TcpProxy:
                     return
                 client.settimeout(None)
                 try:
-                    server = socket.create_connection((self.target_host, self.target_port), timeout=5)
-                    server.settimeout(None)
+                    server = self._connect_target()
                 except OSError:
                     _Pipe(client, client).close()
                     continue
@@ -126,6 +126,16 @@ class TcpProxy:
             # Closing the listening socket is what makes new connections refused (no SYN backlog).
             with contextlib.suppress(OSError):
                 listener.close()
+
+    def _connect_target(self) -> socket.socket:
+        if self.target_host.startswith("/"):
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.settimeout(5)
+            server.connect(f"{self.target_host}/.s.PGSQL.{self.target_port}")
+        else:
+            server = socket.create_connection((self.target_host, self.target_port), timeout=5)
+        server.settimeout(None)
+        return server
 
     def _pump(self, pipe: _Pipe, source: socket.socket, sink: socket.socket) -> None:
         try:
